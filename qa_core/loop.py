@@ -1,0 +1,514 @@
+"""The training loop. It reads top to bottom: set-up, data, model, optimizer, then one
+`for` loop over epochs and optimizer steps with evaluation, early stopping and
+checkpoints written inline. Change it freely; every step is here.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qa_core import checkpoint as ckpt
+from qa_core.collate import LengthGroupedBatchSampler, QACollator
+from qa_core.config import Config, ConfigError, load_config, to_dict, to_toml
+from qa_core.data import read_examples, select_articles, split_by_article
+from qa_core.evaluation import evaluate
+from qa_core.features import build_windows
+from qa_core.metrics import qa_loss
+from qa_core.modeling import load_model
+from qa_core.optim import build_optimizer, build_scheduler, parameter_groups, warmup_steps_for
+from qa_core.tokenization import load_tokenizer
+from qa_core.hub import resolve_model_dir
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Path | None = None,
+        stop_at_step: int | None = None) -> dict:
+    """Fine-tune, evaluate, early-stop; returns the summary written to summary.json.
+
+    stop_at_step acts like a Ctrl-C arriving after that optimizer step (tests use it to
+    interrupt a run at an exact point and resume it)."""
+    # ------------------------------------------------------------------ run directory
+    run_dir = prepare_run_dir(cfg, config_path, resume)
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    resumed_state = ckpt.load_latest_checkpoint(run_dir) if resume else None
+    if resumed_state is not None:
+        log.truncate(resumed_state["metrics_lines"])  # drop events logged after the checkpoint
+
+    # ------------------------------------------------------------------ device, seeds, precision
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    autocast_dtype = resolve_precision(cfg.train.precision, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
+    # fp16 needs loss scaling so small gradients do not underflow; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+    # ------------------------------------------------------------------ data
+    model_dir = resolve_model_dir(cfg.model.name_or_path, revision=cfg.model.revision, cache_dir=cfg.model.cache_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    train_examples, val_examples = load_examples(cfg)
+    window_args = dict(max_seq_length=cfg.data.max_seq_length, doc_stride=cfg.data.doc_stride,
+                       max_query_length=cfg.data.max_query_length, cache_dir=cfg.data.cache_dir or None)
+    train_windows = build_windows(train_examples, tokenizer, negative_keep_fraction=cfg.data.negative_keep_fraction,
+                                  seed=cfg.train.seed, **window_args)
+    val_windows = build_windows(val_examples, tokenizer, **window_args)
+    # A fixed sample of training examples, evaluated exactly like validation: the honest train accuracy.
+    train_eval_examples = fixed_subset(train_examples, cfg.eval.train_subset_examples, cfg.train.seed)
+    train_eval_windows = build_windows(train_eval_examples, tokenizer, **window_args) if train_eval_examples else None
+    log.write({"event": "data", "train_examples": len(train_examples), "train_windows": len(train_windows),
+               "val_examples": len(val_examples), "val_windows": len(val_windows),
+               "train_eval_examples": len(train_eval_examples)}, resumed=resumed_state is not None)
+
+    # ------------------------------------------------------------------ model
+    dropout = {k: v for k, v in vars(cfg.model.dropout).items() if v is not None}
+    model = load_model(str(model_dir), dropout=dropout).to(device)
+    print(f"model: {cfg.model.name_or_path} ({model.config.model_type}, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), dropout {model.dropout_report()}")
+    for line in getattr(model.load_report, "messages", lambda: [])():
+        print(f"  {line}")
+
+    # ------------------------------------------------------------------ batches, optimizer, schedule
+    accum = cfg.train.grad_accum_steps
+    sampler = LengthGroupedBatchSampler(train_windows.lengths, cfg.train.batch_size, seed=cfg.train.seed,
+                                        group_by_length=cfg.train.group_by_length)
+    collate = QACollator(train_windows, use_token_type_ids=model.uses_token_type_ids,
+                         pad_to_multiple_of=cfg.train.pad_to_multiple_of or None)
+    steps_per_epoch = math.ceil(len(sampler) / accum)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    optimizer = build_optimizer(parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr), lr=cfg.optim.lr,
+                                betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps, device=device)
+    warmup = warmup_steps_for(total_steps, cfg.schedule.warmup_steps, cfg.schedule.warmup_ratio)
+    scheduler = build_scheduler(optimizer, name=cfg.schedule.name, total_steps=total_steps, warmup_steps=warmup)
+
+    # ------------------------------------------------------------------ state (fresh or resumed)
+    state = TrainState()
+    early = EarlyStopping(cfg.early_stopping.metric, cfg.early_stopping.mode, cfg.early_stopping.patience,
+                          cfg.early_stopping.min_delta)
+    if resumed_state is not None:
+        model.load_state_dict(resumed_state["model"])
+        optimizer.load_state_dict(resumed_state["optimizer"])
+        scheduler.load_state_dict(resumed_state["scheduler"])
+        scaler.load_state_dict(resumed_state["scaler"])
+        state = TrainState(**resumed_state["train_state"])
+        early.load_state_dict(resumed_state["early_stopping"])
+        ckpt.set_rng_state(resumed_state["rng"])
+        print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batches_done})")
+
+    def run_evaluation() -> dict:
+        """Validation and the fixed training subset, both in eval mode; logged and returned."""
+        eval_args = dict(batch_size=cfg.eval.batch_size, device=device, autocast_dtype=autocast_dtype,
+                         n_best=cfg.eval.n_best, max_answer_length=cfg.eval.max_answer_length,
+                         version_2=cfg.data.version_2, null_threshold=cfg.eval.null_threshold)
+        record = {"event": "eval", "step": state.step, "epoch": state.epoch}
+        timing = {}
+        for split, windows, examples in (("val", val_windows, val_examples),
+                                         ("train", train_eval_windows, train_eval_examples)):
+            if windows is None:
+                continue
+            result = evaluate(model, windows, examples, progress=cfg.train.progress, **eval_args)
+            record.update({f"{split}_{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+            timing[split] = result.get("timings", {})
+        model.train()
+        log.write({**record, "timing": timing})
+        state.last_eval_step = state.step
+        return record
+
+    def save_resumable() -> Path:
+        return ckpt.save_checkpoint(run_dir, state.step, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "train_state": vars(state).copy(), "early_stopping": early.state_dict(),
+            "rng": ckpt.rng_state(), "metrics_lines": log.lines, "config": to_dict(cfg),
+        }, keep_last=cfg.checkpoint.keep_last)
+
+    def after_evaluation(record: dict) -> None:
+        if early.update(record, state.step, model):
+            print(f"  new best {early.metric} = {record[early.metric]:.4f} at step {state.step}")
+
+    # ------------------------------------------------------------------ training
+    stop = StopSignal()
+    if resumed_state is None and cfg.eval.at_start:
+        after_evaluation(run_evaluation())
+    model.train()
+    finished_reason = "completed"
+    with stop.installed():
+        for epoch in range(state.epoch, cfg.train.epochs):
+            state.epoch = epoch
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            progress = make_progress(cfg, steps_per_epoch, epoch, done=state.batches_done // accum)
+            window_clock, windows_seen = time.perf_counter(), 0
+            for first in range(state.batches_done, len(batches), accum):
+                micro_batches = batches[first:first + accum]
+                # Normalise by the windows of the whole optimizer step (a short last step has
+                # fewer): summed over micro-batches this is exactly the big batch's mean loss.
+                step_windows = sum(len(b) for b in micro_batches)
+                step_loss = torch.zeros((), device=device)
+                for indices in micro_batches:
+                    batch = {k: v.to(device, non_blocking=True) for k, v in collate(indices).items()}
+                    with autocast():
+                        start_logits, end_logits = model(batch["input_ids"], batch["attention_mask"],
+                                                         batch.get("token_type_ids"))
+                    loss = qa_loss(start_logits.float(), end_logits.float(), batch["start_positions"],
+                                   batch["end_positions"], attention_mask=batch["attention_mask"],
+                                   label_smoothing=cfg.regularization.label_smoothing,
+                                   reduction="sum") / step_windows
+                    scaler.scale(loss).backward()
+                    step_loss += loss.detach()
+                state.batches_done = first + len(micro_batches)
+                windows_seen += step_windows
+
+                # A non-finite loss skips the step (no update, schedule paused) and is counted.
+                loss_value = step_loss.item()
+                if not math.isfinite(loss_value):
+                    optimizer.zero_grad(set_to_none=True)
+                    state.nonfinite_total += 1
+                    state.nonfinite_in_row += 1
+                    log.write({"event": "nonfinite_loss", "step": state.step, "epoch": epoch, "loss": str(loss_value)})
+                    if state.nonfinite_in_row >= cfg.train.max_nonfinite_in_row:
+                        save_resumable()
+                        raise TrainingStopped(
+                            f"{state.nonfinite_in_row} non-finite losses in a row at step {state.step}: "
+                            "lower optim.lr, use precision fp32 or bf16 instead of fp16, or check the data")
+                    continue
+                state.nonfinite_in_row = 0
+
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf"))
+                scale_before = scaler.get_scale() if scaler.is_enabled() else 1.0
+                scaler.step(optimizer)
+                scaler.update()
+                if scaler.is_enabled() and scaler.get_scale() < scale_before:
+                    state.scaler_skipped_steps += 1  # fp16 overflow: GradScaler skipped this update
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                progress.update(1)
+
+                if state.step % cfg.train.log_every == 0:
+                    elapsed = time.perf_counter() - window_clock
+                    log.write({"event": "train", "step": state.step, "epoch": epoch, "loss": loss_value, "lr": lr,
+                               "grad_norm": float(grad_norm), "timing": {"windows_per_s": windows_seen / elapsed}})
+                    progress.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
+                                         win_s=f"{windows_seen / elapsed:.1f}")
+                    window_clock, windows_seen = time.perf_counter(), 0
+                if cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0:
+                    after_evaluation(run_evaluation())
+                if cfg.checkpoint.every_steps and state.step % cfg.checkpoint.every_steps == 0:
+                    save_resumable()
+                if early.should_stop(cfg.early_stopping.enabled) or state.step == cfg.train.max_steps:
+                    break
+                if stop.requested or state.step == stop_at_step:
+                    path = save_resumable()
+                    progress.close()
+                    print(f"\nstopped at step {state.step}; resumable checkpoint: {path}\n"
+                          f"continue with: python train.py --resume {run_dir}")
+                    log.write({"event": "interrupted", "step": state.step, "epoch": epoch})
+                    return {"interrupted": True, "run_dir": str(run_dir), "step": state.step}
+            progress.close()
+
+            # End of an epoch (or an early break): evaluate, then decide whether to go on.
+            if early.should_stop(cfg.early_stopping.enabled):
+                finished_reason = f"early stopping: {early.metric} did not improve for {early.patience} evaluations"
+                break
+            if state.step == cfg.train.max_steps:
+                finished_reason = f"train.max_steps = {cfg.train.max_steps} reached"
+                break
+            state.epoch, state.batches_done = epoch + 1, 0
+            if cfg.eval.every_epoch and state.last_eval_step != state.step:
+                after_evaluation(run_evaluation())
+            if cfg.checkpoint.every_epoch:
+                save_resumable()
+            if early.should_stop(cfg.early_stopping.enabled):
+                finished_reason = f"early stopping: {early.metric} did not improve for {early.patience} evaluations"
+                break
+
+    # ------------------------------------------------------------------ finish
+    if state.last_eval_step != state.step:
+        after_evaluation(run_evaluation())
+    end_record = log.last("eval")
+    if cfg.early_stopping.enabled and cfg.early_stopping.restore_best and early.best_state is not None:
+        model.load_state_dict(early.best_state)
+        print(f"restored the best weights: {early.metric} = {early.best_value:.4f} at step {early.best_step}")
+    if cfg.checkpoint.save_best:
+        best_model = model
+        if early.best_state is not None and not (cfg.early_stopping.enabled and cfg.early_stopping.restore_best):
+            best_model = load_model(str(model_dir), dropout=dropout)
+            best_model.load_state_dict(early.best_state)
+        best_model.save_pretrained(run_dir / "best", tokenizer_dir=model_dir)
+    summary = write_summary(run_dir, log, early, state, finished_reason, end_record)
+    log.write({"event": "end", "step": state.step, "reason": finished_reason,
+               "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps})
+    print_before_after(summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class TrainState:
+    """Where the loop is; saved in every checkpoint so a resumed run continues exactly."""
+    epoch: int = 0
+    batches_done: int = 0  # micro-batches of the current epoch already consumed
+    step: int = 0  # optimizer steps taken
+    last_eval_step: int = -1
+    nonfinite_in_row: int = 0
+    nonfinite_total: int = 0
+    scaler_skipped_steps: int = 0
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best value of one reported metric and a copy of the best weights."""
+    metric: str
+    mode: str
+    patience: int
+    min_delta: float
+    best_value: float | None = None
+    best_step: int = -1
+    bad_evaluations: int = 0
+    best_state: dict | None = field(default=None, repr=False)
+
+    def update(self, record: dict, step: int, model: torch.nn.Module) -> bool:
+        if self.metric not in record:
+            raise ConfigError(f"early_stopping.metric {self.metric!r} is not in the evaluation "
+                              f"(reported: {', '.join(k for k in record if k not in ('event', 'step', 'epoch'))})")
+        value = float(record[self.metric])
+        if self.best_value is None:
+            improved = True
+        elif self.mode == "min":
+            improved = value < self.best_value - self.min_delta
+        else:
+            improved = value > self.best_value + self.min_delta
+        if improved:
+            self.best_value, self.best_step, self.bad_evaluations = value, step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.bad_evaluations += 1
+        return improved
+
+    def should_stop(self, enabled: bool) -> bool:
+        return enabled and self.bad_evaluations >= self.patience
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per event. Wall-clock figures live under "timing"
+    so that everything else is reproducible (a resumed run writes identical records)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: list[dict] = []
+        if path.exists():
+            self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    @property
+    def lines(self) -> int:
+        return len(self.records)
+
+    def truncate(self, n: int) -> None:
+        self.records = self.records[:n]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def write(self, record: dict, resumed: bool = False) -> None:
+        if resumed and record["event"] == "data":
+            return  # already logged by the interrupted run
+        self.records.append(record)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def last(self, event: str) -> dict | None:
+        return next((r for r in reversed(self.records) if r["event"] == event), None)
+
+
+class StopSignal:
+    """First Ctrl-C / SIGTERM: finish the current step, save a checkpoint, exit cleanly.
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: saving a resumable checkpoint after this step "
+              "(Ctrl-C again to abort now)")
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def prepare_run_dir(cfg: Config, config_path, resume) -> Path:
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.toml").exists():
+            raise FileNotFoundError(f"--resume {run_dir}: not a run directory (no config.toml in it)")
+        return run_dir
+    name = cfg.run.name or f"{Path(config_path).stem if config_path else 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.run.output_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not cfg.run.overwrite:
+            raise FileExistsError(f"run directory {run_dir} exists: choose another run.name, "
+                                  f"set run.overwrite=true, or continue it with --resume {run_dir}")
+        import shutil
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(to_toml(cfg))
+    return run_dir
+
+
+def config_for_resume(run_dir: str | Path) -> Config:
+    return load_config(Path(run_dir) / "config.toml")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is visible; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        import os
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = plain fp32). Weights and optimizer state stay fp32."""
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_fast_bf16() else "fp32"
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.precision = 'bf16' but this GPU has no bf16 support; use fp16 or auto")
+        return torch.bfloat16
+    return torch.float16
+
+
+def load_examples(cfg: Config):
+    """Training and validation examples: two files, article ranges of one file, or a split."""
+    d = cfg.data
+    train = read_examples(d.train_file, on_error=d.on_error).examples
+    if d.train_articles:
+        train = select_articles(train, d.train_articles)
+    if d.val_file:
+        val = read_examples(d.val_file, on_error=d.on_error).examples
+        if d.val_articles:
+            val = select_articles(val, d.val_articles)
+    elif d.val_articles:
+        val = select_articles(read_examples(d.train_file, on_error=d.on_error).examples, d.val_articles)
+    else:
+        train, val = split_by_article(train, d.val_fraction, d.split_seed)
+    if d.max_train_examples:
+        train = train[:d.max_train_examples]
+    if d.max_val_examples:
+        val = val[:d.max_val_examples]
+    if not train or not val:
+        raise ConfigError(f"no {'training' if not train else 'validation'} examples: check data.train_file, "
+                          "data.val_file and the article selections")
+    return train, val
+
+
+def fixed_subset(examples: list, n: int, seed: int) -> list:
+    if n <= 0:
+        return []
+    if n >= len(examples):
+        return list(examples)
+    picked = np.sort(np.random.default_rng(seed).choice(len(examples), size=n, replace=False))
+    return [examples[i] for i in picked]
+
+
+def make_progress(cfg: Config, steps_per_epoch: int, epoch: int, done: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps_per_epoch, initial=done, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                disable=not cfg.train.progress, dynamic_ncols=True, leave=False)
+
+
+TABLE_COLUMNS = (("train acc", "train_token_acc"), ("val acc", "val_token_acc"), ("val loss", "val_loss"),
+                 ("EM", "val_exact"), ("F1", "val_f1"))
+
+
+def write_summary(run_dir: Path, log: MetricsLog, early: EarlyStopping, state: TrainState, reason: str,
+                  end_record: dict | None) -> dict:
+    evals = [r for r in log.records if r["event"] == "eval"]
+    best = next((r for r in evals if r["step"] == early.best_step), None)
+
+    def row(record):
+        return None if record is None else {k: v for k, v in record.items() if k not in ("event", "timing")}
+
+    summary = {"run_dir": str(run_dir), "reason": reason, "steps": state.step,
+               "best_metric": early.metric, "best_value": early.best_value, "best_step": early.best_step,
+               "start": row(evals[0]) if evals and evals[0]["step"] == 0 else None,
+               "best": row(best), "end": row(end_record),
+               "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def print_before_after(summary: dict) -> None:
+    header = f"{'':<14}" + "".join(f"{title:>11}" for title, _ in TABLE_COLUMNS)
+    lines = [header]
+    for label in ("start", "best", "end"):
+        record = summary.get(label)
+        if record is None:
+            continue
+        tag = f"{label} (step {record['step']})"
+        cells = "".join(f"{record.get(key, float('nan')):>11.4f}" if "loss" in key
+                        else f"{record.get(key, float('nan')):>11.2f}" for _, key in TABLE_COLUMNS)
+        lines.append(f"{tag:<14}{cells}")
+    print("\n" + "\n".join(lines))
+    print(f"({summary['reason']}; best {summary['best_metric']} at step {summary['best_step']}; "
+          f"run directory {summary['run_dir']})")
