@@ -99,6 +99,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 42
     deterministic: bool = False
+    # false: windows in file order every epoch (debugging, exactness checks).
+    shuffle: bool = True
     group_by_length: bool = True
     pad_to_multiple_of: int = 0
     log_every: int = 10

@@ -81,7 +81,7 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     # ------------------------------------------------------------------ batches, optimizer, schedule
     accum = cfg.train.grad_accum_steps
     sampler = LengthGroupedBatchSampler(train_windows.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                        group_by_length=cfg.train.group_by_length)
+                                        shuffle=cfg.train.shuffle, group_by_length=cfg.train.group_by_length)
     collate = QACollator(train_windows, use_token_type_ids=model.uses_token_type_ids,
                          pad_to_multiple_of=cfg.train.pad_to_multiple_of or None)
     steps_per_epoch = math.ceil(len(sampler) / accum)
