@@ -1,0 +1,363 @@
+"""From the start/end logits of every window to each example's answer span, vectorised.
+
+The result is exactly what the classic n-best double loop (run_qa.py) gives: for every
+window, its top-`n_best` start and top-`n_best` end positions (among the window's real
+tokens, `lengths[i]` of them) are paired; a pair is a candidate when both tokens belong
+to the context (offsets not (-1, -1)), end >= start and end - start + 1 <=
+`max_answer_length`; its score is start_logit + end_logit (float32). An example's
+candidates from all its windows are ranked and the first `n_best` kept. Candidates are
+not de-duplicated: the same text found in two overlapping windows appears twice, as in
+run_qa.py.
+
+How, without a Python loop over windows or token pairs:
+1. top-k start and end positions of all windows at once (argpartition on unique keys);
+2. the k x k grid of pairs of all windows by broadcasting, invalid pairs masked;
+3. each window's best `n_best` pairs, then one stable sort groups them by example.
+
+Tie-breaking is total and deterministic:
+- top-k positions of a window: higher logit first, then lower position;
+- candidates: higher score first, then earlier window (lower index in `windows`), then
+  earlier start token, then earlier end token (the shorter span);
+- the SQuAD v2 null candidate ranks after spans with an equal score.
+
+SQuAD v2: the null score of an example is the minimum over its windows of
+start_logits[w, 0] + end_logits[w, 0] (the CLS token; on ties the earliest window). The
+null candidate joins the ranking (if it is not among the first `n_best` it is appended,
+as in run_qa.py) and probabilities are a softmax over the whole list, so
+`null_probability` is a real probability. The prediction is "no answer" when
+`null_score - best_span_score > null_threshold` (scores as float64 from the float32
+values); with no valid span at all the prediction is "no answer" too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+
+_INVALID = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class SpanCandidate:
+    text: str
+    start_char: int  # -1 for the null candidate
+    end_char: int  # exclusive; -1 for the null candidate
+    score: float  # start_logit + end_logit (the null score for the null candidate)
+    probability: float  # softmax over the example's n-best list (null included in v2)
+    window: int  # index of the window in `windows` it came from
+    is_null: bool = False
+
+
+@dataclass(eq=False)
+class ExamplePrediction:
+    """The answer to one example; the span fields describe the chosen answer.
+
+    When the answer is "no answer" (`is_null`), text is "", start_char = end_char = -1,
+    and score/probability are the null's (v2) or -inf/0.0 (no valid span in v1).
+    `null_score`, `null_probability`, `null_score_diff` (null_score - best span score)
+    are None outside SQuAD v2 and for an example without windows.
+    """
+
+    id: Any
+    text: str
+    start_char: int
+    end_char: int
+    score: float
+    probability: float
+    is_null: bool
+    null_score: float | None = None
+    null_probability: float | None = None
+    null_score_diff: float | None = None
+    _n_best_table: Any = field(default=None, repr=False)
+    _n_best_slice: tuple[int, int] = field(default=(0, 0), repr=False)
+
+    @cached_property
+    def n_best(self) -> list[SpanCandidate]:
+        # Built on first access: most callers only need the answer, and building
+        # ~200k small objects would cost more than the whole vectorised search.
+        if self._n_best_table is None:
+            return []
+        return self._n_best_table.candidates(*self._n_best_slice)
+
+
+class _NBestTable:
+    """Every example's n-best list, concatenated in ranked order (arrays, one row each)."""
+
+    def __init__(self, contexts, example, start_char, end_char, score, probability, window, is_null):
+        self.contexts = contexts
+        self.example = example
+        self.start_char = start_char
+        self.end_char = end_char
+        self.score = score
+        self.probability = probability
+        self.window = window
+        self.is_null = is_null
+
+    def candidates(self, lo: int, hi: int) -> list[SpanCandidate]:
+        out = []
+        for row in range(lo, hi):
+            is_null = bool(self.is_null[row])
+            start, end = int(self.start_char[row]), int(self.end_char[row])
+            text = "" if is_null else self.contexts[int(self.example[row])][start:end]
+            out.append(SpanCandidate(text, start, end, float(self.score[row]), float(self.probability[row]),
+                                     int(self.window[row]), is_null))
+        return out
+
+
+def postprocess_predictions(start_logits, end_logits, windows, examples: Sequence, *, n_best: int = 20,
+                            max_answer_length: int = 30, version_2: bool = False,
+                            null_threshold: float = 0.0) -> list[ExamplePrediction]:
+    """One `ExamplePrediction` per example (in the order of `examples`).
+
+    start_logits, end_logits: float `[N, W]` (numpy or torch) aligned with `windows`
+    (anything with `offsets [N, L, 2]`, `lengths [N]`, `example_index [N]`), W <= L and
+    at least every window's length. Positions >= lengths[i] are never chosen, whatever
+    their logits. An example without windows gets an empty prediction.
+    """
+    if n_best < 1 or max_answer_length < 1:
+        raise ValueError(f"n_best ({n_best}) and max_answer_length ({max_answer_length}) must be >= 1")
+    start, end, offsets, lengths, example_index = _checked_inputs(start_logits, end_logits, windows, len(examples))
+    n_examples = len(examples)
+    n_windows, width = start.shape
+
+    real = np.arange(width) < lengths[:, None]
+    # -inf on padding keeps it out of every top-k; "+ 0" turns -0.0 into +0.0 so that the
+    # integer sort keys order exactly like float comparison.
+    start = np.where(real, start, np.float32(-np.inf)) + np.float32(0)
+    end = np.where(real, end, np.float32(-np.inf)) + np.float32(0)
+    is_context = (offsets[..., 0] >= 0) & real
+
+    span = _best_spans_per_window(start, end, is_context, n_best, max_answer_length)
+    span = _rank_by_example(span, example_index, n_examples, n_best)
+
+    if version_2:
+        null_score, null_window, has_null = _null_per_example(start, end, example_index, n_examples)
+    else:
+        null_score = np.zeros(n_examples, np.float32)
+        null_window = np.full(n_examples, -1, np.int64)
+        has_null = np.zeros(n_examples, bool)
+    table = _n_best_table(span, null_score, null_window, has_null, offsets, n_examples, n_best,
+                          [ex.context for ex in examples])
+    table.offsets = offsets
+    return _example_predictions(table, examples, span, null_score, has_null, version_2, null_threshold)
+
+
+def _checked_inputs(start_logits, end_logits, windows, n_examples):
+    start = _as_float32(start_logits, "start_logits")
+    end = _as_float32(end_logits, "end_logits")
+    offsets = np.asarray(windows.offsets)
+    lengths = np.asarray(windows.lengths).astype(np.int64)
+    example_index = np.asarray(windows.example_index).astype(np.int64)
+    n_windows = len(lengths)
+    if start.shape != end.shape or start.ndim != 2 or start.shape[0] != n_windows:
+        raise ValueError(f"start_logits {start.shape} and end_logits {end.shape} must both be "
+                         f"[n_windows={n_windows}, seq_len]; pass the logits of exactly these windows")
+    width = start.shape[1]
+    if offsets.shape[:1] != (n_windows,) or offsets.ndim != 3 or offsets.shape[2] != 2 or offsets.shape[1] < width:
+        raise ValueError(f"windows.offsets has shape {offsets.shape}; expected [{n_windows}, >= {width}, 2]")
+    if n_windows and (lengths.min() < 1 or lengths.max() > width):
+        raise ValueError(f"windows.lengths must lie in [1, {width}] (the logits' width); got "
+                         f"[{lengths.min()}, {lengths.max()}]: logits must cover every window's real tokens")
+    if n_windows and (example_index.min() < 0 or example_index.max() >= n_examples):
+        raise ValueError(f"windows.example_index reaches {example_index.max()} but {n_examples} examples were "
+                         f"given: pass the examples the windows were built from")
+    for name, logits in (("start_logits", start), ("end_logits", end)):
+        bad = ~np.isfinite(logits) & (np.arange(width) < lengths[:, None])
+        if bad.any():
+            w, pos = map(int, np.argwhere(bad)[0])
+            raise ValueError(f"{name} is not finite at window {w}, position {pos} ({logits[w, pos]}): "
+                             f"check the model's output (overflow under float16 autocast?)")
+    return start, end, offsets[:, :width], lengths, example_index
+
+
+def _as_float32(logits, name) -> np.ndarray:
+    if hasattr(logits, "detach"):  # a torch tensor, on any device, in any float dtype
+        logits = logits.detach().float().cpu().numpy()
+    array = np.asarray(logits)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{name} must be a float array, got {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _descending_key(values: np.ndarray) -> np.ndarray:
+    """int32 keys whose ascending order is the descending order of float32 values (no NaN, no -0.0)."""
+    bits = values.view(np.int32)
+    ascending = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    return ~ascending
+
+
+def _top_k_positions(logits: np.ndarray, k: int) -> np.ndarray:
+    # Key = (logit descending, position ascending): unique per row, so argpartition picks
+    # exactly the top-k under the tie rule without any tie handling.
+    width = logits.shape[1]
+    keys = (_descending_key(logits).astype(np.int64) << 32) | np.arange(width, dtype=np.int64)
+    if k >= width:
+        return np.broadcast_to(np.arange(width, dtype=np.int64), logits.shape).copy()
+    return np.argpartition(keys, k - 1, axis=1)[:, :k]
+
+
+@dataclass
+class _Spans:
+    """Candidate spans as flat arrays (one row each)."""
+
+    window: np.ndarray
+    start: np.ndarray  # token positions
+    end: np.ndarray
+    score: np.ndarray  # float32
+    example: np.ndarray | None = None
+    rank: np.ndarray | None = None  # 0 = best of its example
+    count: np.ndarray | None = None  # [n_examples] spans kept per example
+
+
+def _best_spans_per_window(start, end, is_context, n_best, max_answer_length) -> _Spans:
+    n_windows, width = start.shape
+    k = min(n_best, width)
+    top_start = _top_k_positions(start, k)
+    top_end = _top_k_positions(end, k)
+    score = (np.take_along_axis(start, top_start, 1)[:, :, None]
+             + np.take_along_axis(end, top_end, 1)[:, None, :])  # [N, k, k] float32
+    span_len = top_end[:, None, :] - top_start[:, :, None]
+    valid = (np.take_along_axis(is_context, top_start, 1)[:, :, None]
+             & np.take_along_axis(is_context, top_end, 1)[:, None, :]
+             & (span_len >= 0) & (span_len < max_answer_length))
+    # Unique key per pair: (score descending, start, end); invalid pairs sort last.
+    pair_keys = ((_descending_key(score + np.float32(0)).astype(np.int64) << 32)
+                 | (top_start[:, :, None] * width + top_end[:, None, :]))
+    pair_keys = np.where(valid, pair_keys, _INVALID).reshape(n_windows, k * k)
+    m = min(n_best, k * k)
+    if m < k * k:
+        chosen = np.argpartition(pair_keys, m - 1, axis=1)[:, :m]
+    else:
+        chosen = np.broadcast_to(np.arange(k * k), (n_windows, k * k))
+    chosen_keys = np.take_along_axis(pair_keys, chosen, 1)
+    # Sorted inside each window, so the stable sort by example later keeps this order on ties.
+    within = np.argsort(chosen_keys, axis=1)
+    chosen = np.take_along_axis(chosen, within, 1)
+    keep = np.take_along_axis(chosen_keys, within, 1) != _INVALID
+
+    window = np.broadcast_to(np.arange(n_windows)[:, None], chosen.shape)[keep]
+    start_slot, end_slot = np.divmod(chosen[keep], k)
+    start_pos = top_start[window, start_slot]
+    end_pos = top_end[window, end_slot]
+    return _Spans(window=window, start=start_pos, end=end_pos, score=start[window, start_pos] + end[window, end_pos])
+
+
+def _rank_by_example(span: _Spans, example_index, n_examples, n_best) -> _Spans:
+    example = example_index[span.window]
+    # (example, score descending) in one int64; the stable sort keeps window/start/end order on ties.
+    primary = (example << 32) | (_descending_key(span.score).astype(np.int64) + (1 << 31))
+    order = np.argsort(primary, kind="stable")
+    example = example[order]
+    counts = np.bincount(example, minlength=n_examples)
+    rank = np.arange(len(example)) - (np.cumsum(counts) - counts)[example]
+    top = rank < n_best
+    return _Spans(window=span.window[order][top], start=span.start[order][top], end=span.end[order][top],
+                  score=span.score[order][top], example=example[top], rank=rank[top],
+                  count=np.minimum(counts, n_best))
+
+
+def _null_per_example(start, end, example_index, n_examples):
+    null = start[:, 0] + end[:, 0]
+    order = np.lexsort((np.arange(len(null)), null, example_index))
+    first = np.ones(len(order), bool)
+    sorted_example = example_index[order]
+    first[1:] = sorted_example[1:] != sorted_example[:-1]
+    null_score = np.zeros(n_examples, np.float32)
+    null_window = np.full(n_examples, -1, np.int64)
+    has_null = np.zeros(n_examples, bool)
+    null_score[sorted_example[first]] = null[order[first]]
+    null_window[sorted_example[first]] = order[first]
+    has_null[sorted_example[first]] = True
+    return null_score, null_window, has_null
+
+
+def _n_best_table(span: _Spans, null_score, null_window, has_null, offsets, n_examples, n_best, contexts):
+    # Spans scoring >= the null rank before it; when the null lands inside the first
+    # n_best it pushes the last span out, otherwise it is appended (as run_qa.py does).
+    ahead = np.bincount(span.example, weights=span.score >= null_score[span.example], minlength=n_examples)
+    null_pos = np.where(has_null, ahead, 0).astype(np.int64)
+    span_limit = np.where(has_null & (null_pos < n_best), n_best - 1, n_best)
+    keep = span.rank < span_limit[span.example]
+    example, rank = span.example[keep], span.rank[keep]
+    window, start_tok, end_tok, score = span.window[keep], span.start[keep], span.end[keep], span.score[keep]
+
+    size = np.bincount(example, minlength=n_examples) + has_null
+    begin = np.cumsum(size) - size
+    total = int(size.sum())
+    row = begin[example] + rank + (has_null[example] & (rank >= null_pos[example]))
+    null_rows = (begin + null_pos)[has_null]
+
+    t_example = np.empty(total, np.int64)
+    t_start = np.empty(total, np.int64)
+    t_end = np.empty(total, np.int64)
+    t_score = np.empty(total, np.float32)
+    t_window = np.empty(total, np.int64)
+    t_null = np.zeros(total, bool)
+    t_example[row], t_start[row], t_end[row] = example, offsets[window, start_tok, 0], offsets[window, end_tok, 1]
+    t_score[row], t_window[row] = score, window
+    null_examples = np.flatnonzero(has_null)
+    t_example[null_rows], t_start[null_rows], t_end[null_rows] = null_examples, -1, -1
+    t_score[null_rows], t_window[null_rows], t_null[null_rows] = null_score[has_null], null_window[has_null], True
+
+    # Softmax per example; each list is sorted, so its first row holds the maximum.
+    scores64 = t_score.astype(np.float64)
+    top = np.zeros(n_examples)
+    top[size > 0] = scores64[begin[size > 0]]
+    exp = np.exp(scores64 - top[t_example])
+    norm = np.bincount(t_example, weights=exp, minlength=n_examples)
+    table = _NBestTable(contexts, t_example, t_start, t_end, t_score, exp / norm[t_example], t_window, t_null)
+    table.begin, table.size, table.top, table.norm = begin, size, top, norm
+    return table
+
+
+def _example_predictions(table: _NBestTable, examples, span, null_score, has_null, version_2, null_threshold):
+    n_examples = len(examples)
+    # The best span comes from the ranking itself, not the n-best list: with n_best = 1
+    # the null may take the list's only place.
+    first = span.rank == 0
+    has_span = np.zeros(n_examples, bool)
+    has_span[span.example[first]] = True
+    best_score = np.full(n_examples, -np.inf)
+    best_score[span.example[first]] = span.score[first]
+    best_window, best_start, best_end = (np.zeros(n_examples, np.int64) for _ in range(3))
+    best_window[span.example[first]] = span.window[first]
+    best_start[span.example[first]] = span.start[first]
+    best_end[span.example[first]] = span.end[first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        best_prob = np.where(has_span, np.exp(best_score - table.top) / table.norm, 0.0)
+    null64 = null_score.astype(np.float64)
+    null_diff = null64 - best_score
+    if version_2:
+        is_null = ~has_span | (null_diff > null_threshold)
+        null_prob = np.zeros(n_examples)
+        null_rows = np.flatnonzero(table.is_null)
+        null_prob[table.example[null_rows]] = table.probability[null_rows]
+    else:
+        is_null = ~has_span
+
+    offsets = table.offsets
+    starts = offsets[best_window, best_start, 0].tolist()
+    ends = offsets[best_window, best_end, 1].tolist()
+    begin, size = table.begin.tolist(), table.size.tolist()
+    is_null_l, has_null_l = is_null.tolist(), has_null.tolist()
+    best_score_l, best_prob_l = best_score.tolist(), best_prob.tolist()
+    null_l, null_diff_l = null64.tolist(), null_diff.tolist()
+    null_prob_l = null_prob.tolist() if version_2 else None
+
+    predictions = []
+    for i, example in enumerate(examples):
+        v2_fields = {}
+        if version_2 and has_null_l[i]:
+            v2_fields = dict(null_score=null_l[i], null_probability=null_prob_l[i], null_score_diff=null_diff_l[i])
+        if not is_null_l[i]:
+            s, e = starts[i], ends[i]
+            text, score, prob = example.context[s:e], best_score_l[i], best_prob_l[i]
+        elif version_2 and has_null_l[i]:
+            text, s, e, score, prob = "", -1, -1, null_l[i], null_prob_l[i]
+        else:
+            text, s, e, score, prob = "", -1, -1, float("-inf"), 0.0
+        predictions.append(ExamplePrediction(example.id, text, s, e, score, prob, is_null_l[i], **v2_fields,
+                                             _n_best_table=table, _n_best_slice=(begin[i], begin[i] + size[i])))
+    return predictions
