@@ -1,6 +1,7 @@
 """Windows and span labels against Hugging Face's run_qa.py preprocessing, run through transformers."""
 from __future__ import annotations
 
+import json
 import re
 import string
 
@@ -296,3 +297,21 @@ def test_windows_dtypes_and_subset(xquad_examples, minilm_tokenizer):
     part = windows.subset([3, 1])
     assert len(part) == 2 and part.input_ids[0].tolist() == windows.input_ids[3].tolist()
     assert part.example_index.tolist() == windows.example_index[[3, 1]].tolist()
+
+
+def test_cased_wordpiece_from_load_tokenizer_equals_hf(minilm_dir, xquad_examples, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from qa_core.tokenization import load_tokenizer
+
+    # A cased WordPiece built from vocab.txt alone (no tokenizer.json): casing changes tokens
+    # and offsets ("Panthers" is [UNK] in this lowercase vocabulary), labels must still agree.
+    (tmp_path / "vocab.txt").write_text((minilm_dir / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False,
+                                                                "tokenizer_class": "BertTokenizer"}))
+    tokenizer = load_tokenizer(tmp_path)
+    reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path), use_fast=True)
+    assert reference.tokenize("Paris") == ["[UNK]"]  # the reference is cased too
+    subset = xquad_examples[:300]
+    windows = build_windows(subset, tokenizer, max_seq_length=128, doc_stride=32)
+    assert (windows.input_ids == reference.unk_token_id).any()
+    assert_equal_to_hf(windows, reference, subset, 128, 32)
