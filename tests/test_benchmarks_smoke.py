@@ -1,0 +1,150 @@
+"""Smoke tests for benchmarks/: throughput.py's JSON figures are consistent with each other, and
+vs_hf_trainer.py's run_qa.py-style helpers produce exactly qa_core's windows, labels and answers
+(otherwise the race would compare two different tasks)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_throughput(*flags: str) -> dict:
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "throughput.py"),
+                           "--layers", "2", "--hidden", "32", "--heads", "4", "--vocab", "2000", "--batch", "3",
+                           "--warmup", "1", "--iters", "2", "--threads", "1", *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_throughput_full_windows_figures_agree():
+    seq_len, peak = 48, 0.5
+    out = run_throughput("--seq-len", str(seq_len), "--peak-tflops", str(peak), "--model-type", "bert")
+    assert out["device"] in ("cpu", "cuda") and out["peak_tflops"] == peak
+    n, layers, hidden = out["non_embedding_parameters"], 2, 32
+    assert 0 < n < out["parameters"]
+    for mode, (dense, attention) in (("train", (6, 12)), ("infer", (2, 4))):
+        r = out[mode]
+        assert r["windows_per_s"] > 0 and r["peak_memory_mib"] > 0
+        assert r["padding_fraction"] == 0.0
+        assert r["real_tokens_per_s"] == pytest.approx(r["windows_per_s"] * seq_len)
+        assert r["padded_tokens_per_s"] == pytest.approx(r["real_tokens_per_s"])
+        flops_per_window = dense * n * seq_len + attention * layers * hidden * seq_len ** 2
+        assert r["model_tflops_per_s"] == pytest.approx(r["windows_per_s"] * flops_per_window / 1e12)
+        assert r["mfu"] == pytest.approx(r["model_tflops_per_s"] / peak)
+        assert r["step_ms"] == pytest.approx(1000 * 3 / r["windows_per_s"])
+
+
+def test_throughput_padding_and_modes():
+    out = run_throughput("--seq-len", "40", "--min-len", "8", "--pad-to-max", "--modes", "infer",
+                         "--group-by-length")
+    assert "train" not in out and out["peak_tflops"] is None
+    r = out["infer"]
+    assert r["mfu"] is None  # no peak known for a CPU
+    assert r["padded_tokens_per_s"] == pytest.approx(r["windows_per_s"] * 40)
+    assert 0 < r["padding_fraction"] < 1
+    assert r["real_tokens_per_s"] == pytest.approx(r["padded_tokens_per_s"] * (1 - r["padding_fraction"]))
+
+
+# ------------------------------------------------------------------ run_qa.py helpers vs qa_core
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("vs_hf_trainer")
+
+
+@pytest.fixture(scope="module")
+def xquad_examples(xquad_path):
+    from qa_core.data import read_examples
+
+    examples = read_examples(xquad_path).examples
+    # Short and long contexts: the longest ones need several windows at 128/32.
+    by_length = sorted(examples, key=lambda e: len(e.context))
+    return examples[:30] + by_length[-15:]
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(minilm_dir):
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(minilm_dir), use_fast=True)
+
+
+@pytest.mark.parametrize("max_seq_length,doc_stride", [(384, 128), (128, 32)])
+def test_hf_features_equal_qa_core_windows(bench, xquad_examples, hf_tokenizer, minilm_dir, max_seq_length,
+                                           doc_stride):
+    from qa_core.features import build_windows
+    from qa_core.tokenization import load_tokenizer
+
+    windows = build_windows(xquad_examples, load_tokenizer(str(minilm_dir)), max_seq_length=max_seq_length,
+                            doc_stride=doc_stride)
+    features = bench.prepare_train_features(xquad_examples, hf_tokenizer, max_seq_length=max_seq_length,
+                                            doc_stride=doc_stride, pad_to_max_length=False)
+    inputs, side = bench.prepare_validation_features(xquad_examples, hf_tokenizer, max_seq_length=max_seq_length,
+                                                     doc_stride=doc_stride, pad_to_max_length=False)
+    assert len(features) == len(windows) == len(inputs) > len(xquad_examples)  # some examples have 2+ windows
+    assert side["example_index"] == windows.example_index.tolist()
+    np.testing.assert_array_equal(side["lengths"], windows.lengths)
+    for i, feature in enumerate(features):
+        n = windows.lengths[i]
+        assert feature["input_ids"] == windows.input_ids[i, :n].tolist()
+        assert feature["token_type_ids"] == windows.token_type_ids[i, :n].tolist()
+        assert (feature["start_positions"], feature["end_positions"]) == (
+            windows.start_positions[i], windows.end_positions[i])
+        context = [tuple(o) if o is not None else (-1, -1) for o in side["offsets"][i]]
+        assert context == [tuple(o) for o in windows.offsets[i, :n].tolist()]
+    np.testing.assert_array_equal(side["start_positions"], windows.start_positions)
+    assert (windows.start_positions > 0).sum() >= len(xquad_examples) * 0.9  # labels are mostly real spans
+
+
+def test_hf_padding_to_max_length_keeps_labels(bench, xquad_examples, hf_tokenizer):
+    dynamic = bench.prepare_train_features(xquad_examples[:10], hf_tokenizer, pad_to_max_length=False)
+    padded = bench.prepare_train_features(xquad_examples[:10], hf_tokenizer, pad_to_max_length=True)
+    assert all(len(f["input_ids"]) == 384 for f in padded)
+    for d, p in zip(dynamic, padded):
+        n = len(d["input_ids"])
+        assert p["input_ids"][:n] == d["input_ids"] and set(p["input_ids"][n:]) <= {hf_tokenizer.pad_token_id}
+        assert sum(p["attention_mask"]) == n
+        assert (p["start_positions"], p["end_positions"]) == (d["start_positions"], d["end_positions"])
+
+
+def test_hf_postprocessing_equals_qa_core(bench, xquad_examples, hf_tokenizer, minilm_dir):
+    from qa_core.features import build_windows
+    from qa_core.postprocess import postprocess_predictions
+    from qa_core.tokenization import load_tokenizer
+
+    windows = build_windows(xquad_examples, load_tokenizer(str(minilm_dir)), max_seq_length=128, doc_stride=32)
+    _, side = bench.prepare_validation_features(xquad_examples, hf_tokenizer, max_seq_length=128, doc_stride=32,
+                                                pad_to_max_length=False)
+    rng = np.random.default_rng(0)
+    start, end = (rng.normal(size=(len(windows), 128)).astype(np.float32) for _ in range(2))
+    # What Trainer.predict hands back for dynamic padding: -100 past each window's end.
+    pad = np.arange(128)[None, :] >= windows.lengths[:, None]
+    start[pad], end[pad] = -100.0, -100.0
+    hf_answers = bench.postprocess_qa_predictions(xquad_examples, side, start, end, n_best=20, max_answer_length=30)
+    ours = postprocess_predictions(start, end, windows, xquad_examples, n_best=20, max_answer_length=30)
+    assert [hf_answers[e.id] for e in xquad_examples] == [p.text for p in ours]
+    assert len({p.text for p in ours}) > len(xquad_examples) // 2  # real, varied spans, not a constant
+
+
+def test_token_accuracy_counts_real_tokens_only(bench):
+    start = np.array([[0.0, 5.0, 1.0, 9.0], [3.0, 1.0, 2.0, 0.0]], dtype=np.float32)
+    end = np.array([[0.0, 1.0, 6.0, 9.0], [0.0, 1.0, 2.0, 7.0]], dtype=np.float32)
+    lengths = np.array([3, 4])
+    # Window 0: the 9.0s are padding, so argmax is start 1 / end 2; window 1: start 0 / end 3.
+    acc = bench.token_accuracy(start, end, lengths, np.array([1, 2]), np.array([2, 3]))
+    assert acc == pytest.approx(100 * (0.5 + 1.0) / 2)
