@@ -10,7 +10,8 @@ not de-duplicated: the same text found in two overlapping windows appears twice,
 run_qa.py.
 
 How, without a Python loop over windows or token pairs:
-1. top-k start and end positions of all windows at once (argpartition on unique keys);
+1. top-k start and end positions of all windows at once (argpartition; rows with a tie
+   at the k-th value are redone with unique integer keys);
 2. the k x k grid of pairs of all windows by broadcasting, invalid pairs masked;
 3. each window's best `n_best` pairs, then one stable sort groups them by example.
 
@@ -32,15 +33,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-_INVALID = np.iinfo(np.int64).max
-
-
-@dataclass(frozen=True)
-class SpanCandidate:
+class SpanCandidate(NamedTuple):
     text: str
     start_char: int  # -1 for the null candidate
     end_char: int  # exclusive; -1 for the null candidate
@@ -95,15 +92,19 @@ class _NBestTable:
         self.window = window
         self.is_null = is_null
 
+    @cached_property
+    def _columns(self) -> tuple[list, ...]:
+        # Python lists once for the whole table: slicing them per example is cheap.
+        return (self.example.tolist(), self.start_char.tolist(), self.end_char.tolist(), self.score.tolist(),
+                self.probability.tolist(), self.window.tolist(), self.is_null.tolist())
+
     def candidates(self, lo: int, hi: int) -> list[SpanCandidate]:
-        out = []
-        for row in range(lo, hi):
-            is_null = bool(self.is_null[row])
-            start, end = int(self.start_char[row]), int(self.end_char[row])
-            text = "" if is_null else self.contexts[int(self.example[row])][start:end]
-            out.append(SpanCandidate(text, start, end, float(self.score[row]), float(self.probability[row]),
-                                     int(self.window[row]), is_null))
-        return out
+        if hi <= lo:
+            return []
+        example, *columns = self._columns
+        context = self.contexts[example[lo]]  # a slice holds one example's rows
+        return [SpanCandidate("" if null else context[s:e], s, e, score, prob, window, null)
+                for s, e, score, prob, window, null in zip(*(column[lo:hi] for column in columns))]
 
 
 def postprocess_predictions(start_logits, end_logits, windows, examples: Sequence, *, n_best: int = 20,
@@ -188,14 +189,28 @@ def _descending_key(values: np.ndarray) -> np.ndarray:
     return ~ascending
 
 
-def _top_k_positions(logits: np.ndarray, k: int) -> np.ndarray:
-    # Key = (logit descending, position ascending): unique per row, so argpartition picks
-    # exactly the top-k under the tie rule without any tie handling.
-    width = logits.shape[1]
-    keys = (_descending_key(logits).astype(np.int64) << 32) | np.arange(width, dtype=np.int64)
-    if k >= width:
-        return np.broadcast_to(np.arange(width, dtype=np.int64), logits.shape).copy()
-    return np.argpartition(keys, k - 1, axis=1)[:, :k]
+def _top_k(values: np.ndarray, k: int, tie_order) -> np.ndarray:
+    """Column indices of each row's k best entries: higher value first, then lower tie order.
+
+    values: float32 [R, C], no NaN and no -0.0; -inf marks entries that are never valid.
+    tie_order(rows) -> int64 [len(rows), C] or [C], unique within a row.
+    A float argpartition does the work; only rows with a tie at the k-th value (rare for
+    real logits) are redone with exact integer keys.
+    """
+    n_cols = values.shape[1]
+    if k >= n_cols:
+        return np.broadcast_to(np.arange(n_cols), values.shape).copy()
+    # Partitioning the negated values at k - 1 stays fast when many entries are -inf
+    # (partitioning at n_cols - k degrades badly on those runs of equal values).
+    negated = -values
+    chosen = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(negated, chosen, 1).max(axis=1)
+    # Ties among -inf entries do not matter: those are never valid.
+    crowded = np.flatnonzero(np.isfinite(kth) & (np.count_nonzero(negated <= kth[:, None], axis=1) > k))
+    if len(crowded):
+        keys = (_descending_key(values[crowded]).astype(np.int64) << 32) | tie_order(crowded)
+        chosen[crowded] = np.argpartition(keys, k - 1, axis=1)[:, :k]
+    return chosen
 
 
 @dataclass
@@ -214,34 +229,36 @@ class _Spans:
 def _best_spans_per_window(start, end, is_context, n_best, max_answer_length) -> _Spans:
     n_windows, width = start.shape
     k = min(n_best, width)
-    top_start = _top_k_positions(start, k)
-    top_end = _top_k_positions(end, k)
-    score = (np.take_along_axis(start, top_start, 1)[:, :, None]
-             + np.take_along_axis(end, top_end, 1)[:, None, :])  # [N, k, k] float32
-    span_len = top_end[:, None, :] - top_start[:, :, None]
-    valid = (np.take_along_axis(is_context, top_start, 1)[:, :, None]
-             & np.take_along_axis(is_context, top_end, 1)[:, None, :]
-             & (span_len >= 0) & (span_len < max_answer_length))
-    # Unique key per pair: (score descending, start, end); invalid pairs sort last.
-    pair_keys = ((_descending_key(score + np.float32(0)).astype(np.int64) << 32)
-                 | (top_start[:, :, None] * width + top_end[:, None, :]))
-    pair_keys = np.where(valid, pair_keys, _INVALID).reshape(n_windows, k * k)
-    m = min(n_best, k * k)
-    if m < k * k:
-        chosen = np.argpartition(pair_keys, m - 1, axis=1)[:, :m]
-    else:
-        chosen = np.broadcast_to(np.arange(k * k), (n_windows, k * k))
-    chosen_keys = np.take_along_axis(pair_keys, chosen, 1)
-    # Sorted inside each window, so the stable sort by example later keeps this order on ties.
-    within = np.argsort(chosen_keys, axis=1)
-    chosen = np.take_along_axis(chosen, within, 1)
-    keep = np.take_along_axis(chosen_keys, within, 1) != _INVALID
+    positions = np.arange(width, dtype=np.int64)
+    # int32 positions halve the memory traffic of the [N, k, k] grid below.
+    top_start = _top_k(start, k, lambda rows: positions).astype(np.int32)
+    top_end = _top_k(end, k, lambda rows: positions).astype(np.int32)
+    rows = np.arange(n_windows)[:, None]
+    # As unsigned, a negative length (end before start) is huge: one comparison checks both.
+    span_len = (top_end[:, None, :] - top_start[:, :, None]).view(np.uint32)
+    valid = ((span_len < max_answer_length) & is_context[rows, top_start][:, :, None]
+             & is_context[rows, top_end][:, None, :])
+    score = start[rows, top_start][:, :, None] + end[rows, top_end][:, None, :]  # [N, k, k] float32
+    # Finite logits make every valid score finite, so -inf marks the invalid pairs.
+    np.copyto(score, np.float32(-np.inf), where=~valid)
+    score = score.reshape(n_windows, k * k)
 
-    window = np.broadcast_to(np.arange(n_windows)[:, None], chosen.shape)[keep]
-    start_slot, end_slot = np.divmod(chosen[keep], k)
-    start_pos = top_start[window, start_slot]
-    end_pos = top_end[window, end_slot]
-    return _Spans(window=window, start=start_pos, end=end_pos, score=start[window, start_pos] + end[window, end_pos])
+    def pair_order(rows):  # start token, then end token
+        return (top_start[rows, :, None].astype(np.int64) * width + top_end[rows, None, :]).reshape(len(rows), k * k)
+
+    chosen = _top_k(score, min(n_best, k * k), pair_order)
+    chosen_score = score[rows, chosen]
+    start_slot, end_slot = np.divmod(chosen, k)
+    start_pos = top_start[rows, start_slot].astype(np.int64)
+    end_pos = top_end[rows, end_slot].astype(np.int64)
+    # Sorted inside each window, so the stable sort by example later keeps this order on ties.
+    keys = (_descending_key(chosen_score).astype(np.int64) << 32) | (start_pos * width + end_pos)
+    within = np.argsort(keys, axis=1)
+    chosen_score = chosen_score[rows, within]
+    keep = chosen_score != -np.inf
+    window = np.broadcast_to(rows, chosen.shape)[keep]
+    return _Spans(window=window, start=start_pos[rows, within][keep], end=end_pos[rows, within][keep],
+                  score=chosen_score[keep])
 
 
 def _rank_by_example(span: _Spans, example_index, n_examples, n_best) -> _Spans:
