@@ -1,0 +1,260 @@
+"""Answerer and predict CLI: parity with transformers' question-answering pipeline, file
+evaluation equal to training's, clear errors on bad input.
+
+transformers 5.x removed the "question-answering" pipeline task (it is in REMOVED_TASKS), but
+still ships the function that pipeline scored spans with, `select_starts_ends` (now in
+pipelines/document_question_answering.py). `pipeline_answers` below rebuilds the old pipeline
+from transformers' own parts: its fast tokenizer cuts the windows (truncation="only_second",
+stride=doc_stride, overflowing tokens, offsets), AutoModelForQuestionAnswering runs each
+window alone, `select_starts_ends` scores every span of a window as P(start) * P(end), and
+spans of all windows are merged by that score, as the pipeline's postprocess did. Character
+offsets are token offsets (the pipeline's align_to_words=False; our answers are never
+stretched to whole words)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qa_core.data import read_examples
+from qa_core.modeling import load_model
+from qa_core.predict import Answer, Answerer, PredictError, main
+
+transformers = pytest.importorskip("transformers")
+from transformers.pipelines.document_question_answering import select_starts_ends  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------- reference
+
+class PipelineReference:
+    """transformers' QA pipeline, rebuilt from transformers' own tokenizer, model and scorer."""
+
+    def __init__(self, model_dir, *, max_seq_len=384, doc_stride=128, max_answer_len=30):
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
+        self.max_seq_len, self.doc_stride, self.max_answer_len = max_seq_len, doc_stride, max_answer_len
+
+    @torch.no_grad()
+    def __call__(self, question: str, context: str, top_k: int = 1) -> tuple[list[dict], int]:
+        enc = self.tokenizer(question, context, truncation="only_second", max_length=self.max_seq_len,
+                             stride=self.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+                             return_token_type_ids=True)
+        answers, min_null_score = [], 1000000
+        for w in range(len(enc["input_ids"])):
+            ids = np.asarray(enc["input_ids"][w])
+            # p_mask as the pipeline built it: 1 outside the context, CLS kept unmasked.
+            p_mask = np.asarray([s != 1 for s in enc.sequence_ids(w)])
+            p_mask[ids == self.tokenizer.cls_token_id] = False
+            inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+            if "token_type_ids" in self.tokenizer.model_input_names and self.model.config.model_type != "distilbert":
+                inputs["token_type_ids"] = torch.tensor([enc["token_type_ids"][w]])
+            out = self.model(**inputs)
+            starts, ends, scores, min_null_score = select_starts_ends(
+                out.start_logits.numpy(), out.end_logits.numpy(), p_mask[None].astype(np.int64),
+                inputs["attention_mask"].numpy(), min_null_score, top_k, False, self.max_answer_len)
+            offsets = enc["offset_mapping"][w]
+            for s, e, score in zip(starts, ends, scores):
+                start, end = offsets[s][0], offsets[e][1]
+                answers.append({"score": float(score), "start": start, "end": end, "answer": context[start:end]})
+        return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k], len(enc["input_ids"])
+
+
+def assert_same_answers(ours: list[Answer], reference: list[dict], where: str) -> None:
+    assert len(ours) == len(reference), where
+    for rank, (a, r) in enumerate(zip(ours, reference)):
+        assert (a.text, a.start, a.end) == (r["answer"], r["start"], r["end"]), f"{where} rank {rank}"
+        assert math.isclose(a.probability, r["score"], rel_tol=2e-4, abs_tol=1e-9), f"{where} rank {rank}"
+
+
+def xquad_pairs(path, articles):
+    """(question, context) of the chosen articles, in file order."""
+    examples = read_examples(path).examples
+    return [(e.question, e.context) for e in examples if e.article in articles]
+
+
+def long_documents(path, articles, paragraphs_per_doc=5):
+    """Several paragraphs of an article joined into one document, with the questions of the first."""
+    examples = read_examples(path).examples
+    out = []
+    for article in articles:
+        mine = [e for e in examples if e.article == article]
+        contexts = list(dict.fromkeys(e.context for e in mine))[:paragraphs_per_doc]
+        document = "\n\n".join(contexts)
+        out += [(e.question, document) for e in mine if e.context == contexts[0]][:4]
+    return out
+
+
+@pytest.fixture(scope="module")
+def minilm_export(minilm_dir, tmp_path_factory):
+    """The real MiniLM encoder with a seeded random QA head (weights N(0, 0.5): well separated
+    logits, so float rounding between implementations cannot reorder spans), saved by us."""
+    model = load_model(str(minilm_dir))
+    generator = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        model.qa_outputs.weight.copy_(torch.randn(model.qa_outputs.weight.shape, generator=generator) * 0.5)
+        model.qa_outputs.bias.zero_()
+    return model.save_pretrained(tmp_path_factory.mktemp("minilm_qa"), tokenizer_dir=minilm_dir)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+@pytest.mark.parametrize("fixture, seq, stride, articles", [
+    ("tiny_bert_dir", 384, 128, range(48)),       # every XQuAD question
+    ("tiny_distilbert_dir", 128, 32, range(0, 48, 6)),  # short windows: many questions need several
+])
+def test_answers_equal_pipeline_on_xquad(request, xquad_path, fixture, seq, stride, articles):
+    model_dir = request.getfixturevalue(fixture)
+    reference = PipelineReference(model_dir, max_seq_len=seq, doc_stride=stride)
+    answerer = Answerer.from_pretrained(model_dir, device="cpu", max_seq_length=seq, doc_stride=stride)
+    pairs = xquad_pairs(xquad_path, set(articles))
+    ours = answerer.answer_many([q for q, _ in pairs], [c for _, c in pairs], top_k=2)
+    multi_window = 0
+    for i, ((question, context), answers) in enumerate(zip(pairs, ours)):
+        expected, n_windows = reference(question, context, top_k=2)
+        multi_window += n_windows > 1
+        assert_same_answers(answers, expected, f"question {i} {question!r}")
+    if seq == 128:
+        assert multi_window > len(pairs) // 2  # the cross-window merge is really exercised
+
+
+def test_minilm_answers_equal_pipeline(minilm_export, xquad_path):
+    reference = PipelineReference(minilm_export)
+    answerer = Answerer.from_pretrained(minilm_export, device="cpu")
+    pairs = xquad_pairs(xquad_path, {0})[:12] + long_documents(xquad_path, [1, 2])
+    windows_seen = []
+    for question, context in pairs:
+        expected, n_windows = reference(question, context, top_k=3)
+        windows_seen.append(n_windows)
+        ours = answerer.answer(question, context, top_k=3)
+        assert_same_answers(ours, expected, repr(question))
+        best = answerer.answer(question, context)
+        assert best == ours[0]
+        # score is the logit sum behind the probability: log p = score - log Z(window)
+        assert best.score > math.log(best.probability)
+    assert max(windows_seen) >= 3
+
+
+def test_probability_is_start_times_end_softmax_in_its_window(tiny_bert_dir):
+    answerer = Answerer.from_pretrained(tiny_bert_dir, device="cpu")
+    question, context = "Where is the tram depot?", "The depot of the Velmora tramway stands by the river."
+    best = answerer.answer(question, context)
+    windows = answerer.windows([read_example(question, context)])
+    start, end = answerer.window_logits(windows)
+    allowed = windows.offsets[0, : start.shape[1], 0] >= 0
+    allowed[0] = True
+    s_tok = int(np.flatnonzero(windows.offsets[0, :, 0] == best.start)[0])
+    e_tok = int(np.flatnonzero(windows.offsets[0, :, 1] == best.end)[-1])
+    p_start = np.exp(start[0, s_tok]) / np.exp(start[0][allowed]).sum()
+    p_end = np.exp(end[0, e_tok]) / np.exp(end[0][allowed]).sum()
+    assert best.probability == pytest.approx(p_start * p_end, rel=1e-5)
+    assert best.score == pytest.approx(start[0, s_tok] + end[0, e_tok], rel=1e-6)
+    assert context[best.start:best.end] == best.text
+
+
+def read_example(question, context):
+    from qa_core.predict import _example
+    return _example(0, question, context)
+
+
+def test_null_threshold_prefers_no_answer_only_when_null_score_is_higher(tiny_bert_dir):
+    answerer = Answerer.from_pretrained(tiny_bert_dir, device="cpu")
+    question, context = "Who runs the trams?", "The city council runs the trams of Velmora since 1902."
+    best = answerer.answer(question, context)
+    null = answerer.answer(question, context, null_threshold=-1e9)  # any null beats any span
+    assert null.is_null and (null.text, null.start, null.end) == ("", -1, -1)
+    windows = answerer.windows([read_example(question, context)])
+    start, end = answerer.window_logits(windows)
+    assert null.score == pytest.approx(float(start[0, 0] + end[0, 0]), rel=1e-6)
+    margin = null.score - best.score
+    assert answerer.answer(question, context, null_threshold=margin + 1e-3) == best
+    assert answerer.answer(question, context, null_threshold=margin - 1e-3).is_null
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_cli_question_prints_answer_score_probability_offsets(tiny_bert_dir, tmp_path, capsys):
+    context = "The Velmora tramway opened in 1902 and was run by the city council for forty years. " * 20
+    (tmp_path / "doc.txt").write_text(context, encoding="utf-8")
+    answerer = Answerer.from_pretrained(tiny_bert_dir, device="cpu")
+    expected = answerer.answer("When did it open?", context, top_k=3)
+    assert main(["--model", str(tiny_bert_dir), "--question", "When did it open?", "--context-file",
+                 str(tmp_path / "doc.txt"), "--top-k", "3", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line, a in zip(lines, expected):
+        assert f"{a.text!r}" in line and f"chars [{a.start}, {a.end})" in line
+        assert f"score {a.score:.4f}" in line and f"probability {a.probability:.4f}" in line
+    assert lines[0].strip().startswith("answer:") and lines[1].strip().startswith("#2:")
+
+
+def write_squad(path, examples, *, drop_answers_of=()):
+    """A SQuAD v1.1-style file of these examples (one article per title)."""
+    articles: dict = {}
+    for e in examples:
+        paragraphs = articles.setdefault(e.title, {})
+        qas = paragraphs.setdefault(e.context, [])
+        answers = [] if e.id in drop_answers_of else [
+            {"text": t, "answer_start": s} for t, s in zip(e.answer_texts, e.answer_starts)]
+        qas.append({"id": e.id, "question": e.question, "answers": answers})
+    data = [{"title": t, "paragraphs": [{"context": c, "qas": q} for c, q in ps.items()]}
+            for t, ps in articles.items()]
+    path.write_text(json.dumps({"version": "1.1", "data": data}), encoding="utf-8")
+    return path
+
+
+def test_cli_data_prints_training_evaluation_metrics(tiny_distilbert_dir, xquad_path, tmp_path, capsys):
+    from qa_core.evaluation import evaluate
+    from qa_core.features import build_windows
+    from qa_core.tokenization import load_tokenizer
+
+    examples = [e for e in read_examples(xquad_path).examples if e.article in (3, 4)]
+    data = write_squad(tmp_path / "dev.json", examples)
+    out = tmp_path / "preds.json"
+    assert main(["--model", str(tiny_distilbert_dir), "--data", str(data), "--output", str(out),
+                 "--device", "cpu", "--no-progress", "--max-seq-length", "128", "--doc-stride", "32"]) == 0
+    printed = capsys.readouterr().out
+
+    windows = build_windows(examples, load_tokenizer(str(tiny_distilbert_dir)), max_seq_length=128, doc_stride=32)
+    expected = evaluate(load_model(str(tiny_distilbert_dir)), windows, examples, progress=False)
+    for key in ("exact", "f1", "token_acc"):
+        assert f"{key} {expected[key]:.4f}" in printed
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert list(written) == [str(e.id) for e in examples]  # ids kept as given, in file order
+    expected_texts = expected["predictions"]
+    if not isinstance(expected_texts, dict):
+        expected_texts = {p.id: p.text for p in expected_texts}
+    assert written == {str(k): v for k, v in expected_texts.items()}
+
+
+def bad(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+def test_cli_bad_input_gives_one_line_errors(tiny_bert_dir, xquad_path, tmp_path, capsys):
+    model = ["--model", str(tiny_bert_dir), "--device", "cpu"]
+    missing = tmp_path / "no-such-model"
+    assert str(missing) in bad(["--model", str(missing), "--question", "Who?", "--context", "x"], capsys)
+    assert "empty" in bad(model + ["--question", "  ", "--context", "Some text."], capsys)
+    err = bad(model + ["--question", "Who?", "--context-file", str(tmp_path / "nope.txt")], capsys)
+    assert "nope.txt" in err and "not found" in err
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    assert "no best/" in bad(["--model", str(tmp_path / "run"), "--question", "Who?", "--context", "x"], capsys)
+
+    examples = [e for e in read_examples(xquad_path).examples if e.article == 5][:6]
+    data = write_squad(tmp_path / "v2.json", examples, drop_answers_of={examples[2].id})
+    err = bad(model + ["--data", str(data)], capsys)
+    assert "--version-2" in err and repr(examples[2].id) in err and "v2.json" in err
+    assert main(model + ["--data", str(data), "--version-2", "--no-progress"]) == 0
+
+
+def test_api_rejects_empty_question(tiny_bert_dir):
+    answerer = Answerer.from_pretrained(tiny_bert_dir, device="cpu")
+    with pytest.raises(PredictError, match="empty question"):
+        answerer.answer("", "Some context.")
