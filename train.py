@@ -25,14 +25,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         if args.resume:
+            # A resumed run continues with its own saved config; a different one would not be "exact".
             cfg = config_for_resume(args.resume)
-            if args.cfg or args.overrides:
-                requested = load_config(args.cfg, args.overrides) if args.cfg else None
-                if requested is not None and to_dict(requested)["run"] != to_dict(cfg)["run"]:
-                    pass  # run name/output dir of the original run win
-                if args.overrides or (requested is not None and _differs(requested, cfg)):
-                    raise ConfigError("--resume continues the run with its own saved config.toml; "
-                                      "drop --set (and --cfg if it differs), or start a new run")
+            if args.overrides or (args.cfg and _differs(load_config(args.cfg), cfg)):
+                raise ConfigError(f"--resume continues {args.resume} with its saved config.toml; drop --set "
+                                  "(and a --cfg that differs from it), or start a new run")
         elif args.cfg is None:
             raise ConfigError("give --cfg configs/<name>.toml (e.g. configs/quickstart.toml) or --resume RUN_DIR")
         else:
