@@ -95,13 +95,13 @@ def _offline_requested() -> bool:
 
 
 def _hub_snapshot(repo_id: str, *, revision, cache_dir, token) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError,
                                         LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
     where = f"{repo_id!r}" + (f" (revision {revision!r})" if revision else "")
-    cache_text = str(cache_dir) if cache_dir is not None else "the default Hugging Face cache"
+    cache_text = str(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
     offline = _offline_requested()
     tried = [f"a local directory named {repo_id!r}: none exists"]
 
