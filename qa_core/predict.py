@@ -81,7 +81,7 @@ def resolve_predict_model_dir(ref: str | os.PathLike) -> Path:
     try:
         return resolve_model_dir(ref)
     except ModelNotFoundError as error:
-        raise PredictError(str(error).splitlines()[0] + " Pass a run directory, a best/ directory, "
+        raise PredictError(str(error).splitlines()[0].rstrip(".") + ". Pass a run directory, a best/ directory, "
                            "a Hub id or pkg:<package>/<subdir>.") from None
 
 
