@@ -79,18 +79,22 @@ class ExamplePrediction:
         return self._n_best_table.candidates(*self._n_best_slice)
 
 
+@dataclass(eq=False)
 class _NBestTable:
-    """Every example's n-best list, concatenated in ranked order (arrays, one row each)."""
+    """Every example's n-best list, concatenated in ranked order (one array row per candidate)."""
 
-    def __init__(self, contexts, example, start_char, end_char, score, probability, window, is_null):
-        self.contexts = contexts
-        self.example = example
-        self.start_char = start_char
-        self.end_char = end_char
-        self.score = score
-        self.probability = probability
-        self.window = window
-        self.is_null = is_null
+    contexts: list[str]
+    example: np.ndarray
+    start_char: np.ndarray
+    end_char: np.ndarray
+    score: np.ndarray  # float32
+    probability: np.ndarray
+    window: np.ndarray
+    is_null: np.ndarray
+    begin: np.ndarray  # [n_examples] first row of each example's list
+    size: np.ndarray  # [n_examples] its length
+    top: np.ndarray  # [n_examples] its softmax's max score
+    norm: np.ndarray  # [n_examples] and normaliser
 
     @cached_property
     def _columns(self) -> tuple[list, ...]:
@@ -141,8 +145,7 @@ def postprocess_predictions(start_logits, end_logits, windows, examples: Sequenc
         has_null = np.zeros(n_examples, bool)
     table = _n_best_table(span, null_score, null_window, has_null, offsets, n_examples, n_best,
                           [ex.context for ex in examples])
-    table.offsets = offsets
-    return _example_predictions(table, examples, span, null_score, has_null, version_2, null_threshold)
+    return _example_predictions(table, examples, span, offsets, null_score, has_null, version_2, null_threshold)
 
 
 def _checked_inputs(start_logits, end_logits, windows, n_examples):
@@ -223,7 +226,6 @@ class _Spans:
     score: np.ndarray  # float32
     example: np.ndarray | None = None
     rank: np.ndarray | None = None  # 0 = best of its example
-    count: np.ndarray | None = None  # [n_examples] spans kept per example
 
 
 def _best_spans_per_window(start, end, is_context, n_best, max_answer_length) -> _Spans:
@@ -271,8 +273,7 @@ def _rank_by_example(span: _Spans, example_index, n_examples, n_best) -> _Spans:
     rank = np.arange(len(example)) - (np.cumsum(counts) - counts)[example]
     top = rank < n_best
     return _Spans(window=span.window[order][top], start=span.start[order][top], end=span.end[order][top],
-                  score=span.score[order][top], example=example[top], rank=rank[top],
-                  count=np.minimum(counts, n_best))
+                  score=span.score[order][top], example=example[top], rank=rank[top])
 
 
 def _null_per_example(start, end, example_index, n_examples):
@@ -324,12 +325,12 @@ def _n_best_table(span: _Spans, null_score, null_window, has_null, offsets, n_ex
     top[size > 0] = scores64[begin[size > 0]]
     exp = np.exp(scores64 - top[t_example])
     norm = np.bincount(t_example, weights=exp, minlength=n_examples)
-    table = _NBestTable(contexts, t_example, t_start, t_end, t_score, exp / norm[t_example], t_window, t_null)
-    table.begin, table.size, table.top, table.norm = begin, size, top, norm
-    return table
+    return _NBestTable(contexts, t_example, t_start, t_end, t_score, exp / norm[t_example], t_window, t_null,
+                       begin, size, top, norm)
 
 
-def _example_predictions(table: _NBestTable, examples, span, null_score, has_null, version_2, null_threshold):
+def _example_predictions(table: _NBestTable, examples, span, offsets, null_score, has_null, version_2,
+                         null_threshold):
     n_examples = len(examples)
     # The best span comes from the ranking itself, not the n-best list: with n_best = 1
     # the null may take the list's only place.
@@ -354,7 +355,6 @@ def _example_predictions(table: _NBestTable, examples, span, null_score, has_nul
     else:
         is_null = ~has_span
 
-    offsets = table.offsets
     starts = offsets[best_window, best_start, 0].tolist()
     ends = offsets[best_window, best_end, 1].tolist()
     begin, size = table.begin.tolist(), table.size.tolist()
