@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+
 class SpanCandidate(NamedTuple):
     text: str
     start_char: int  # -1 for the null candidate
