@@ -302,3 +302,18 @@ def test_bad_inputs_raise_clear_errors():
         postprocess_predictions(start, end, windows, examples)
     with pytest.raises(ValueError, match="n_best"):
         postprocess_predictions(start, end, windows, examples, n_best=0)
+
+
+@pytest.mark.parametrize("version_2", [False, True])
+def test_identical_to_plain_loop_on_real_xquad_windows(xquad_path, minilm_tokenizer, version_2):
+    from qa_core.data import read_examples
+    from qa_core.features import build_windows
+
+    examples = [e for e in read_examples(xquad_path).examples if e.article in (5, 17)]
+    windows = build_windows(examples, minilm_tokenizer, max_seq_length=128, doc_stride=48)
+    assert (np.bincount(windows.example_index) > 1).sum() > 10
+    rng = np.random.default_rng(3)
+    start, end = (rng.standard_normal(windows.input_ids.shape, dtype=np.float32) for _ in range(2))
+    kwargs = dict(n_best=20, max_answer_length=30, version_2=version_2)
+    ours = postprocess_predictions(start, end, windows, examples, **kwargs)
+    assert_same_as_reference(ours, reference_postprocess(start, end, windows, examples, **kwargs))
