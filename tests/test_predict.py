@@ -1,19 +1,15 @@
 """Answerer and predict CLI: parity with transformers' question-answering pipeline, file
 evaluation equal to training's, clear errors on bad input.
 
-transformers 5.x removed the "question-answering" pipeline task (it is in REMOVED_TASKS), but
-still ships the function that pipeline scored spans with, `select_starts_ends` (now in
-pipelines/document_question_answering.py). `pipeline_answers` below rebuilds the old pipeline
-from transformers' own parts: its fast tokenizer cuts the windows (truncation="only_second",
-stride=doc_stride, overflowing tokens, offsets), AutoModelForQuestionAnswering runs each
-window alone, `select_starts_ends` scores every span of a window as P(start) * P(end), and
-spans of all windows are merged by that score, as the pipeline's postprocess did. Character
-offsets are token offsets (the pipeline's align_to_words=False; our answers are never
-stretched to whole words)."""
+The reference is benchmarks/hf_qa_pipeline.py: transformers 5.x removed the "question-answering"
+pipeline task, so it rebuilds that pipeline from transformers' own tokenizer, model and span
+scorer (`select_starts_ends`); see its docstring."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,54 +20,20 @@ from qa_core.modeling import load_model
 from qa_core.predict import Answer, Answerer, PredictError, main
 
 transformers = pytest.importorskip("transformers")
-from transformers.pipelines.document_question_answering import select_starts_ends  # noqa: E402
+
+
+def _load_reference():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hf_qa_pipeline.py"
+    spec = importlib.util.spec_from_file_location("hf_qa_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PipelineReference
+
+
+PipelineReference = _load_reference()
 
 
 # ---------------------------------------------------------------------------------------------- reference
-
-class PipelineReference:
-    """transformers' QA pipeline, rebuilt from transformers' own tokenizer, model and scorer."""
-
-    def __init__(self, model_dir, *, max_seq_len=384, doc_stride=128, max_answer_len=30):
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
-        self.max_seq_len, self.doc_stride, self.max_answer_len = max_seq_len, doc_stride, max_answer_len
-
-    @torch.no_grad()
-    def __call__(self, pairs: list[tuple[str, str]], top_k: int = 1) -> tuple[list[list[dict]], list[int]]:
-        """Answers and window count per (question, context); windows run in padded batches of 32,
-        as the pipeline did with batch_size=32 (padding masked by the attention mask)."""
-        enc = self.tokenizer([q for q, _ in pairs], [c for _, c in pairs], truncation="only_second",
-                             max_length=self.max_seq_len, stride=self.doc_stride, return_overflowing_tokens=True,
-                             return_offsets_mapping=True, return_token_type_ids=True)
-        owner = enc["overflow_to_sample_mapping"]
-        use_types = self.model.config.model_type != "distilbert"
-        logits = []
-        for lo in range(0, len(owner), 32):
-            batch = self.tokenizer.pad({k: enc[k][lo:lo + 32] for k in ("input_ids", "token_type_ids",
-                                                                       "attention_mask")}, return_tensors="pt")
-            if not use_types:
-                del batch["token_type_ids"]
-            out = self.model(**batch)
-            logits += list(zip(out.start_logits.numpy(), out.end_logits.numpy()))
-        answers = [[] for _ in pairs]
-        min_null_score = [1000000] * len(pairs)
-        for w, i in enumerate(owner):
-            ids = np.asarray(enc["input_ids"][w])
-            # p_mask as the pipeline built it: 1 outside the context, CLS kept unmasked.
-            p_mask = np.asarray([s != 1 for s in enc.sequence_ids(w)])
-            p_mask[ids == self.tokenizer.cls_token_id] = False
-            start, end = (x[None, :len(ids)] for x in logits[w])
-            starts, ends, scores, min_null_score[i] = select_starts_ends(
-                start, end, p_mask[None].astype(np.int64), np.ones((1, len(ids)), np.int64), min_null_score[i],
-                top_k, False, self.max_answer_len)
-            context, offsets = pairs[i][1], enc["offset_mapping"][w]
-            for s, e, score in zip(starts, ends, scores):
-                first, last = offsets[s][0], offsets[e][1]
-                answers[i].append({"score": float(score), "start": first, "end": last, "answer": context[first:last]})
-        ranked = [sorted(a, key=lambda a: a["score"], reverse=True)[:top_k] for a in answers]
-        return ranked, np.bincount(owner, minlength=len(pairs)).tolist()
-
 
 def assert_same_answers(ours: list[Answer], reference: list[dict], where: str) -> None:
     assert len(ours) == len(reference), where
@@ -265,3 +227,18 @@ def test_api_rejects_empty_question(tiny_bert_dir):
     answerer = Answerer.from_pretrained(tiny_bert_dir, device="cpu")
     with pytest.raises(PredictError, match="empty question"):
         answerer.answer("", "Some context.")
+
+
+def test_reference_equals_the_real_pipeline_where_transformers_still_has_it(tiny_bert_dir, xquad_path):
+    from transformers.pipelines import REMOVED_TASKS
+
+    if "question-answering" in REMOVED_TASKS:
+        pytest.skip(f"transformers {transformers.__version__} removed the question-answering pipeline")
+    pipe = transformers.pipeline("question-answering", model=str(tiny_bert_dir), tokenizer=str(tiny_bert_dir))
+    pairs = xquad_pairs(xquad_path, {0})[:10]
+    expected, _ = PipelineReference(tiny_bert_dir)(pairs, top_k=2)
+    for (question, context), reference_answers in zip(pairs, expected):
+        real = pipe(question=question, context=context, top_k=2, max_answer_len=30, max_seq_len=384,
+                    doc_stride=128, align_to_words=False)
+        assert [(a["answer"], a["start"], a["end"]) for a in real] == \
+            [(a["answer"], a["start"], a["end"]) for a in reference_answers]
