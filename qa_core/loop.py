@@ -241,6 +241,8 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     # ------------------------------------------------------------------ finish
     if state.last_eval_step != state.step:
         after_evaluation(run_evaluation())
+    if not any(p.name == f"checkpoint-{state.step}.pt" for p in ckpt.list_checkpoints(run_dir)):
+        save_resumable()  # the final state, e.g. to continue with more epochs later
     end_record = log.last("eval")
     if cfg.early_stopping.enabled and cfg.early_stopping.restore_best and early.best_state is not None:
         model.load_state_dict(early.best_state)
