@@ -8,12 +8,14 @@ per window, a Python double loop over the top n_best starts and ends, sort, soft
 
     python benchmarks/postprocess_speed.py [--examples 10570] [--repeats 3] [--version-2]
 
-Prints both times, the speed-up and whether the predictions agree; the last line is JSON.
+Prints both times (wall and CPU: the machine may be shared), the speed-up and whether
+the answers agree; the last line is JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -122,12 +124,15 @@ def loop_postprocess(start_logits, end_logits, windows, examples, *, n_best=20, 
 
 
 def best_of(repeats, fn):
-    times, result = [], None
+    """(fastest wall time, CPU time of that run, result): on a shared machine the CPU time
+    shows the work itself, the wall time what a user waits."""
+    runs, result = [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+    wall, cpu = min(runs)
+    return wall, cpu, result
 
 
 def main():
@@ -145,24 +150,28 @@ def main():
           f"(mean length {windows.lengths.mean():.0f}), n_best=20, max_answer_length=30, "
           f"version_2={args.version_2}")
 
-    ours_s, ours = best_of(args.repeats, lambda: postprocess_predictions(start, end, windows, examples, **kwargs))
-    with_n_best_s, _ = best_of(args.repeats, lambda: [p.n_best for p in
-                                                      postprocess_predictions(start, end, windows, examples,
-                                                                              **kwargs)])
-    loop_s, loop = best_of(args.loop_repeats, lambda: loop_postprocess(start, end, windows, examples, **kwargs))
+    ours_s, ours_cpu, ours = best_of(args.repeats, lambda: postprocess_predictions(start, end, windows, examples,
+                                                                                   **kwargs))
+    n_best_s, n_best_cpu, _ = best_of(args.repeats, lambda: [p.n_best for p in postprocess_predictions(
+        start, end, windows, examples, **kwargs)])
+    loop_s, loop_cpu, loop = best_of(args.loop_repeats, lambda: loop_postprocess(start, end, windows, examples,
+                                                                                  **kwargs))
     agree = sum(p.text == loop[p.id] for p in ours)
 
-    print(f"qa_core vectorised:            {ours_s * 1000:8.1f} ms")
-    print(f"  + building every n-best list: {with_n_best_s * 1000:8.1f} ms")
-    print(f"classic n-best loop:           {loop_s * 1000:8.1f} ms")
-    print(f"speed-up: {loop_s / ours_s:.1f}x ({loop_s / with_n_best_s:.1f}x with every n-best list built)")
+    print(f"{'':32s}{'wall':>10s}{'cpu':>10s}")
+    print(f"{'qa_core vectorised':32s}{ours_s * 1000:8.1f}ms{ours_cpu * 1000:8.1f}ms")
+    print(f"{'  + building every n-best list':32s}{n_best_s * 1000:8.1f}ms{n_best_cpu * 1000:8.1f}ms")
+    print(f"{'classic n-best loop':32s}{loop_s * 1000:8.1f}ms{loop_cpu * 1000:8.1f}ms")
+    print(f"speed-up: {loop_s / ours_s:.1f}x wall, {loop_cpu / ours_cpu:.1f}x cpu "
+          f"({loop_s / n_best_s:.1f}x wall with every n-best list built)")
     print(f"same answer text: {agree}/{len(ours)}")
-    print(json.dumps({"benchmark": "postprocess_speed", "examples": len(examples), "windows": int(len(windows.lengths)),
-                      "version_2": args.version_2, "ours_s": round(ours_s, 4),
-                      "ours_with_n_best_s": round(with_n_best_s, 4), "loop_s": round(loop_s, 4),
-                      "speedup": round(loop_s / ours_s, 1), "agree": agree, "target_s": 0.2,
-                      "meets_target": ours_s < 0.2, "cpu": platform.processor() or platform.machine()}))
-
+    print(json.dumps({"benchmark": "postprocess_speed", "examples": len(examples),
+                      "windows": int(len(windows.lengths)), "version_2": args.version_2,
+                      "ours_s": round(ours_s, 4), "ours_cpu_s": round(ours_cpu, 4),
+                      "ours_with_n_best_s": round(n_best_s, 4), "loop_s": round(loop_s, 4),
+                      "loop_cpu_s": round(loop_cpu, 4), "speedup": round(loop_s / ours_s, 1),
+                      "agree": agree, "target_s": 0.2, "meets_target_wall": ours_s < 0.2, "meets_target_cpu": ours_cpu < 0.2,
+                      "cpu": platform.processor() or platform.machine(), "load_avg_1m": os.getloadavg()[0]}))
 
 if __name__ == "__main__":
     main()

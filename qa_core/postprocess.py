@@ -37,6 +37,9 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+# Windows per block of the vectorised search (see _best_spans_per_window).
+WINDOW_BLOCK = 512
+
 
 class SpanCandidate(NamedTuple):
     text: str
@@ -128,18 +131,19 @@ def postprocess_predictions(start_logits, end_logits, windows, examples: Sequenc
     n_examples = len(examples)
     n_windows, width = start.shape
 
-    real = np.arange(width) < lengths[:, None]
-    # -inf on padding keeps it out of every top-k; "+ 0" turns -0.0 into +0.0 so that the
-    # integer sort keys order exactly like float comparison.
-    start = np.where(real, start, np.float32(-np.inf)) + np.float32(0)
-    end = np.where(real, end, np.float32(-np.inf)) + np.float32(0)
-    is_context = (offsets[..., 0] >= 0) & real
+    # Work on costs (negated logits; lower is better) with +inf on padding: partitioning
+    # at k - 1 stays fast over runs of +inf, and negation is exact, so every score is
+    # recovered bit for bit as -(cost_start + cost_end).
+    padding = np.arange(width) >= lengths[:, None]
+    start_cost, end_cost = np.negative(start), np.negative(end)
+    np.copyto(start_cost, np.float32(np.inf), where=padding)
+    np.copyto(end_cost, np.float32(np.inf), where=padding)
 
-    span = _best_spans_per_window(start, end, is_context, n_best, max_answer_length)
+    span = _best_spans_per_window(start_cost, end_cost, offsets, n_best, max_answer_length)
     span = _rank_by_example(span, example_index, n_examples, n_best)
 
     if version_2:
-        null_score, null_window, has_null = _null_per_example(start, end, example_index, n_examples)
+        null_score, null_window, has_null = _null_per_example(start_cost, end_cost, example_index, n_examples)
     else:
         null_score = np.zeros(n_examples, np.float32)
         null_window = np.full(n_examples, -1, np.int64)
@@ -169,11 +173,12 @@ def _checked_inputs(start_logits, end_logits, windows, n_examples):
         raise ValueError(f"windows.example_index reaches {example_index.max()} but {n_examples} examples were "
                          f"given: pass the examples the windows were built from")
     for name, logits in (("start_logits", start), ("end_logits", end)):
-        bad = ~np.isfinite(logits) & (np.arange(width) < lengths[:, None])
+        # NaN and +inf break the ranking (-inf is harmless: never chosen, like padding).
+        bad = ~(logits < np.inf) & (np.arange(width) < lengths[:, None])
         if bad.any():
             w, pos = map(int, np.argwhere(bad)[0])
-            raise ValueError(f"{name} is not finite at window {w}, position {pos} ({logits[w, pos]}): "
-                             f"check the model's output (overflow under float16 autocast?)")
+            raise ValueError(f"{name} is {logits[w, pos]} at window {w}, position {pos}: check the model's "
+                             f"output (overflow under float16 autocast?)")
     return start, end, offsets[:, :width], lengths, example_index
 
 
@@ -186,33 +191,29 @@ def _as_float32(logits, name) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _descending_key(values: np.ndarray) -> np.ndarray:
-    """int32 keys whose ascending order is the descending order of float32 values (no NaN, no -0.0)."""
-    bits = values.view(np.int32)
-    ascending = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
-    return ~ascending
+def _ascending_key(values: np.ndarray) -> np.ndarray:
+    """int32 keys in the ascending order of float32 values (no NaN); -0.0 and +0.0 share one."""
+    bits = (values + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into +0.0
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
 
 
-def _top_k(values: np.ndarray, k: int, tie_order) -> np.ndarray:
-    """Column indices of each row's k best entries: higher value first, then lower tie order.
+def _top_k(costs: np.ndarray, k: int, tie_order) -> np.ndarray:
+    """Column indices of each row's k lowest costs, ties to the lower tie order.
 
-    values: float32 [R, C], no NaN and no -0.0; -inf marks entries that are never valid.
+    costs: float32 [R, C], no NaN; +inf marks entries that are never valid.
     tie_order(rows) -> int64 [len(rows), C] or [C], unique within a row.
-    A float argpartition does the work; only rows with a tie at the k-th value (rare for
+    A float argpartition does the work; only rows with a tie at the k-th cost (rare for
     real logits) are redone with exact integer keys.
     """
-    n_cols = values.shape[1]
+    n_cols = costs.shape[1]
     if k >= n_cols:
-        return np.broadcast_to(np.arange(n_cols), values.shape).copy()
-    # Partitioning the negated values at k - 1 stays fast when many entries are -inf
-    # (partitioning at n_cols - k degrades badly on those runs of equal values).
-    negated = -values
-    chosen = np.argpartition(negated, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(negated, chosen, 1).max(axis=1)
-    # Ties among -inf entries do not matter: those are never valid.
-    crowded = np.flatnonzero(np.isfinite(kth) & (np.count_nonzero(negated <= kth[:, None], axis=1) > k))
+        return np.broadcast_to(np.arange(n_cols), costs.shape).copy()
+    chosen = np.argpartition(costs, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(costs, chosen, 1).max(axis=1)
+    # Ties among +inf entries do not matter: those are never valid.
+    crowded = np.flatnonzero((kth < np.inf) & (np.count_nonzero(costs <= kth[:, None], axis=1) > k))
     if len(crowded):
-        keys = (_descending_key(values[crowded]).astype(np.int64) << 32) | tie_order(crowded)
+        keys = (_ascending_key(costs[crowded]).astype(np.int64) << 32) | tie_order(crowded)
         chosen[crowded] = np.argpartition(keys, k - 1, axis=1)[:, :k]
     return chosen
 
@@ -229,45 +230,57 @@ class _Spans:
     rank: np.ndarray | None = None  # 0 = best of its example
 
 
-def _best_spans_per_window(start, end, is_context, n_best, max_answer_length) -> _Spans:
-    n_windows, width = start.shape
+def _best_spans_per_window(start_cost, end_cost, offsets, n_best, max_answer_length) -> _Spans:
+    # Blocks of windows keep the [block, k, k] temporaries in cache (faster than
+    # one pass over all windows); the loop runs over blocks, never over tokens.
+    parts = [_best_spans_in_block(start_cost[lo:lo + WINDOW_BLOCK], end_cost[lo:lo + WINDOW_BLOCK],
+                                  offsets[lo:lo + WINDOW_BLOCK], n_best, max_answer_length, lo)
+             for lo in range(0, len(start_cost), WINDOW_BLOCK)]
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return _Spans(window=empty, start=empty, end=empty, score=np.zeros(0, np.float32))
+    return _Spans(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("window", "start", "end", "score")))
+
+
+def _best_spans_in_block(start_cost, end_cost, offsets, n_best, max_answer_length, first_window) -> _Spans:
+    n_windows, width = start_cost.shape
     k = min(n_best, width)
     positions = np.arange(width, dtype=np.int64)
     # int32 positions halve the memory traffic of the [N, k, k] grid below.
-    top_start = _top_k(start, k, lambda rows: positions).astype(np.int32)
-    top_end = _top_k(end, k, lambda rows: positions).astype(np.int32)
+    top_start = _top_k(start_cost, k, lambda rows: positions).astype(np.int32)
+    top_end = _top_k(end_cost, k, lambda rows: positions).astype(np.int32)
     rows = np.arange(n_windows)[:, None]
     # As unsigned, a negative length (end before start) is huge: one comparison checks both.
     span_len = (top_end[:, None, :] - top_start[:, :, None]).view(np.uint32)
-    valid = ((span_len < max_answer_length) & is_context[rows, top_start][:, :, None]
-             & is_context[rows, top_end][:, None, :])
-    score = start[rows, top_start][:, :, None] + end[rows, top_end][:, None, :]  # [N, k, k] float32
-    # Finite logits make every valid score finite, so -inf marks the invalid pairs.
-    np.copyto(score, np.float32(-np.inf), where=~valid)
-    score = score.reshape(n_windows, k * k)
+    invalid = ((span_len >= max_answer_length) | (offsets[rows, top_start, 0] < 0)[:, :, None]
+               | (offsets[rows, top_end, 0] < 0)[:, None, :])
+    cost = start_cost[rows, top_start][:, :, None] + end_cost[rows, top_end][:, None, :]  # [N, k, k]
+    # Pairs with a padding token already cost +inf (finite costs elsewhere): +inf = invalid.
+    np.copyto(cost, np.float32(np.inf), where=invalid)
+    cost = cost.reshape(n_windows, k * k)
 
     def pair_order(rows):  # start token, then end token
         return (top_start[rows, :, None].astype(np.int64) * width + top_end[rows, None, :]).reshape(len(rows), k * k)
 
-    chosen = _top_k(score, min(n_best, k * k), pair_order)
-    chosen_score = score[rows, chosen]
+    chosen = _top_k(cost, min(n_best, k * k), pair_order)
+    chosen_cost = cost[rows, chosen]
     start_slot, end_slot = np.divmod(chosen, k)
     start_pos = top_start[rows, start_slot].astype(np.int64)
     end_pos = top_end[rows, end_slot].astype(np.int64)
     # Sorted inside each window, so the stable sort by example later keeps this order on ties.
-    keys = (_descending_key(chosen_score).astype(np.int64) << 32) | (start_pos * width + end_pos)
+    keys = (_ascending_key(chosen_cost).astype(np.int64) << 32) | (start_pos * width + end_pos)
     within = np.argsort(keys, axis=1)
-    chosen_score = chosen_score[rows, within]
-    keep = chosen_score != -np.inf
-    window = np.broadcast_to(rows, chosen.shape)[keep]
+    chosen_cost = chosen_cost[rows, within]
+    keep = chosen_cost != np.inf
+    window = np.broadcast_to(rows + first_window, chosen.shape)[keep]
     return _Spans(window=window, start=start_pos[rows, within][keep], end=end_pos[rows, within][keep],
-                  score=chosen_score[keep])
+                  score=-chosen_cost[keep])
 
 
 def _rank_by_example(span: _Spans, example_index, n_examples, n_best) -> _Spans:
     example = example_index[span.window]
     # (example, score descending) in one int64; the stable sort keeps window/start/end order on ties.
-    primary = (example << 32) | (_descending_key(span.score).astype(np.int64) + (1 << 31))
+    primary = (example << 32) | (_ascending_key(-span.score).astype(np.int64) + (1 << 31))
     order = np.argsort(primary, kind="stable")
     example = example[order]
     counts = np.bincount(example, minlength=n_examples)
@@ -277,8 +290,8 @@ def _rank_by_example(span: _Spans, example_index, n_examples, n_best) -> _Spans:
                   score=span.score[order][top], example=example[top], rank=rank[top])
 
 
-def _null_per_example(start, end, example_index, n_examples):
-    null = start[:, 0] + end[:, 0]
+def _null_per_example(start_cost, end_cost, example_index, n_examples):
+    null = -(start_cost[:, 0] + end_cost[:, 0])
     order = np.lexsort((np.arange(len(null)), null, example_index))
     first = np.ones(len(order), bool)
     sorted_example = example_index[order]

@@ -298,7 +298,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="examples the windows were built from"):
         postprocess_predictions(start, end, windows, [])
     start[1, 2] = np.nan
-    with pytest.raises(ValueError, match="start_logits is not finite at window 1, position 2"):
+    with pytest.raises(ValueError, match="start_logits is nan at window 1, position 2"):
         postprocess_predictions(start, end, windows, examples)
     with pytest.raises(ValueError, match="n_best"):
         postprocess_predictions(start, end, windows, examples, n_best=0)
