@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -118,7 +119,11 @@ class Answerer:
                         batch_size: int = 32) -> "Answerer":
         """ref: a run directory (its best/ is used), a best/-style directory, a Hub id or pkg:..."""
         model_dir = resolve_predict_model_dir(ref)
-        return cls(load_model(str(model_dir)), load_tokenizer(str(model_dir)), device=device, precision=precision,
+        model = load_model(str(model_dir))
+        if model.load_report.fresh:
+            warnings.warn(f"{model_dir} has no trained QA head (a base encoder?): it was initialised at random, "
+                          f"so the answers are meaningless; pass a fine-tuned run or model", stacklevel=2)
+        return cls(model, load_tokenizer(str(model_dir)), device=device, precision=precision,
                    max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length,
                    batch_size=batch_size)
 
