@@ -27,9 +27,10 @@ Measured per run:
                     checkpointing excluded). HF: on_epoch_begin -> on_epoch_end of a
                     TrainerCallback; ours: first batch of an epoch -> the evaluation after it.
   eval windows/s    validation windows / (forward passes + n-best postprocessing + EM/F1).
-  peak RSS (MiB), EM/F1 after each epoch, final train/val token accuracy (argmax of start and
-  end logits over the window's real tokens vs the labels, mean of the two accuracies; train =
-  the same fixed subset of training examples on both sides, qa_core.loop.fixed_subset).
+  peak RSS (MiB), EM/F1 after each epoch, final train/val token accuracy in percent
+  (qa_core.metrics.token_accuracy on both sides: argmax of start and end logits over the
+  window's real tokens vs the labels, mean of the two accuracies; train = the same fixed
+  subset of training examples on both sides, qa_core.loop.fixed_subset).
 Both sides score EM/F1 with qa_core.metrics.squad_v1, so only the frameworks differ.
 
 The last line printed is one JSON object: ratios ours / HF for the same-settings pair
@@ -60,7 +61,7 @@ MODES = ("hf-default", "hf-best", "ours-same", "ours-default")
 PAIRS = {"same_settings": ("ours-same", "hf-best"), "defaults": ("ours-default", "hf-default")}
 HF_DEFAULT_EVAL_BATCH = 8  # TrainingArguments.per_device_eval_batch_size default
 # --quick: a few hundred training windows, one epoch.
-QUICK = {"max_train_examples": 240, "max_eval_examples": 80, "train_eval_examples": 48, "epochs": 1}
+QUICK = {"max_train_examples": 200, "max_eval_examples": 64, "train_eval_examples": 32, "epochs": 1}
 
 
 def default_model_dir() -> Path:
@@ -178,16 +179,6 @@ def postprocess_qa_predictions(examples, side: dict, start_logits: np.ndarray, e
     return answers
 
 
-def token_accuracy(start_logits: np.ndarray, end_logits: np.ndarray, lengths: np.ndarray,
-                   start_positions: np.ndarray, end_positions: np.ndarray) -> float:
-    """Mean of start and end accuracy; argmax over each window's real tokens only."""
-    width = start_logits.shape[1]
-    real = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
-    start_pred = np.where(real, start_logits, -np.inf).argmax(1)
-    end_pred = np.where(real, end_logits, -np.inf).argmax(1)
-    return 100.0 * float(((start_pred == start_positions).mean() + (end_pred == end_positions).mean()) / 2)
-
-
 # ============================================================================ shared set-up
 
 
@@ -237,6 +228,8 @@ def run_hf(args, mode: str) -> dict:
     import torch
     import transformers as tf
 
+    from qa_core.metrics import token_accuracy
+
     best = mode == "hf-best"
     tf.logging.set_verbosity_error()
     torch.set_num_threads(args.threads) if args.threads else None
@@ -272,13 +265,14 @@ def run_hf(args, mode: str) -> dict:
                                              max_answer_length=args.max_answer_length)
         exact, f1 = squad_scores(answers, examples)
         seconds = time.perf_counter() - began
-        acc = token_accuracy(start_logits, end_logits, side["lengths"], side["start_positions"],
-                             side["end_positions"])
-        return {"exact": exact, "f1": f1, "token_acc": acc, "seconds": seconds, "windows": len(inputs)}
+        acc = token_accuracy(start_logits, end_logits, side["start_positions"], side["end_positions"],
+                             side["lengths"])["token_acc"]
+        return {"exact": exact, "f1": f1, "token_acc": 100.0 * acc, "seconds": seconds, "windows": len(inputs)}
 
     trainer.train()
     train_acc = evaluate(acc_inputs, acc_side, train_eval_examples)["token_acc"]
-    return summarise(mode, len(train_features) * args.epochs, timer.seconds, evaluations, train_acc)
+    return summarise(mode, len(train_features) * args.epochs, timer.seconds, timer.cpu_seconds, evaluations,
+                     train_acc)
 
 
 def make_epoch_timer(on_epoch_done):
@@ -288,21 +282,22 @@ def make_epoch_timer(on_epoch_done):
 
     class EpochTimer(TrainerCallback):
         def __init__(self):
-            self.seconds = 0.0
-            self.began = 0.0
+            self.seconds = self.cpu_seconds = 0.0
+            self.began = self.cpu_began = 0.0
 
         def on_epoch_begin(self, args, state, control, **kwargs):
-            self.began = time.perf_counter()
+            self.began, self.cpu_began = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, args, state, control, **kwargs):
             self.seconds += time.perf_counter() - self.began
+            self.cpu_seconds += time.process_time() - self.cpu_began
             on_epoch_done()
 
     return EpochTimer()
 
 
-def summarise(mode: str, windows_trained: int, train_seconds: float, evaluations: list[dict],
-              train_token_acc: float) -> dict:
+def summarise(mode: str, windows_trained: int, train_seconds: float, train_cpu_seconds: float,
+              evaluations: list[dict], train_token_acc: float) -> dict:
     eval_windows = sum(e["windows"] for e in evaluations)
     eval_seconds = sum(e["seconds"] for e in evaluations)
     return {
@@ -310,6 +305,9 @@ def summarise(mode: str, windows_trained: int, train_seconds: float, evaluations
         "train_windows": windows_trained,
         "train_seconds": train_seconds,
         "train_windows_per_s": windows_trained / train_seconds if train_seconds else float("nan"),
+        # CPU seconds of this process (all its threads): less sensitive to other jobs on the machine.
+        "train_cpu_seconds": train_cpu_seconds,
+        "train_windows_per_cpu_s": windows_trained / train_cpu_seconds if train_cpu_seconds else float("nan"),
         "eval_windows_per_s": eval_windows / eval_seconds if eval_seconds else float("nan"),
         "peak_rss_mib": peak_rss_mib(),
         "epochs": [{"exact": e["exact"], "f1": e["f1"]} for e in evaluations],
@@ -350,19 +348,21 @@ class _TrainClock:
     start) to the next evaluation; evaluations are timed call by call."""
 
     def __init__(self):
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
         self.windows = 0
         self.segment_began: float | None = None
+        self.cpu_began = 0.0
         self.evaluations: list[dict] = []
 
     def batch(self, n_windows: int) -> None:
         if self.segment_began is None:
-            self.segment_began = time.perf_counter()
+            self.segment_began, self.cpu_began = time.perf_counter(), time.process_time()
         self.windows += n_windows
 
     def close_segment(self) -> None:
         if self.segment_began is not None:
             self.seconds += time.perf_counter() - self.segment_began
+            self.cpu_seconds += time.process_time() - self.cpu_began
             self.segment_began = None
 
 
@@ -399,10 +399,11 @@ def run_ours(args, mode: str) -> dict:
     n_val = len(load_split(args)[1])
     val = [e for e in clock.evaluations if e["n_examples"] == n_val][:cfg.train.epochs]
     train_sub = [e for e in clock.evaluations if e not in val]
-    evaluations = [{"exact": e["result"]["exact"], "f1": e["result"]["f1"], "token_acc": e["result"]["token_acc"],
-                    "seconds": e["seconds"], "windows": e["windows"]} for e in val]
-    train_acc = train_sub[-1]["result"]["token_acc"] if train_sub else float("nan")
-    return summarise(mode, clock.windows, clock.seconds, evaluations, train_acc)
+    evaluations = [{"exact": e["result"]["exact"], "f1": e["result"]["f1"],
+                    "token_acc": 100.0 * e["result"]["token_acc"], "seconds": e["seconds"], "windows": e["windows"]}
+                   for e in val]
+    train_acc = 100.0 * train_sub[-1]["result"]["token_acc"] if train_sub else float("nan")
+    return summarise(mode, clock.windows, clock.seconds, clock.cpu_seconds, evaluations, train_acc)
 
 
 # ============================================================================ driver
@@ -498,6 +499,7 @@ def ratios(results: list[dict]) -> dict:
         out[pair] = {
             "pair": f"{ours} / {hf}",
             "train_windows_per_s": round(a["train_windows_per_s"] / b["train_windows_per_s"], 3),
+            "train_windows_per_cpu_s": round(a["train_windows_per_cpu_s"] / b["train_windows_per_cpu_s"], 3),
             "eval_windows_per_s": round(a["eval_windows_per_s"] / b["eval_windows_per_s"], 3),
             "peak_rss": round(a["peak_rss_mib"] / b["peak_rss_mib"], 3),
             "exact_diff": round(a["epochs"][-1]["exact"] - b["epochs"][-1]["exact"], 2) if a["epochs"] and b["epochs"] else None,
@@ -511,12 +513,13 @@ def ratios(results: list[dict]) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    header = (f"{'run':<14}{'train win/s':>12}{'eval win/s':>12}{'peak RSS MiB':>14}"
+    header = (f"{'run':<14}{'train win/s':>12}{'win/cpu-s':>10}{'eval win/s':>12}{'peak RSS MiB':>14}"
               f"{'EM/F1 per epoch':>28}{'train acc':>11}{'val acc':>9}{'wall s':>8}")
     print("\n" + header)
     for r in results:
         per_epoch = " ".join(f"{e['exact']:.1f}/{e['f1']:.1f}" for e in r["epochs"])
-        print(f"{r['mode']:<14}{r['train_windows_per_s']:>12.2f}{r['eval_windows_per_s']:>12.2f}"
+        print(f"{r['mode']:<14}{r['train_windows_per_s']:>12.2f}{r['train_windows_per_cpu_s']:>10.2f}"
+              f"{r['eval_windows_per_s']:>12.2f}"
               f"{r['peak_rss_mib']:>14.0f}{per_epoch:>28}{r['train_token_acc']:>11.2f}{r['val_token_acc']:>9.2f}"
               f"{r.get('wall_seconds', float('nan')):>8.0f}")
 

@@ -139,12 +139,3 @@ def test_hf_postprocessing_equals_qa_core(bench, xquad_examples, hf_tokenizer, m
     ours = postprocess_predictions(start, end, windows, xquad_examples, n_best=20, max_answer_length=30)
     assert [hf_answers[e.id] for e in xquad_examples] == [p.text for p in ours]
     assert len({p.text for p in ours}) > len(xquad_examples) // 2  # real, varied spans, not a constant
-
-
-def test_token_accuracy_counts_real_tokens_only(bench):
-    start = np.array([[0.0, 5.0, 1.0, 9.0], [3.0, 1.0, 2.0, 0.0]], dtype=np.float32)
-    end = np.array([[0.0, 1.0, 6.0, 9.0], [0.0, 1.0, 2.0, 7.0]], dtype=np.float32)
-    lengths = np.array([3, 4])
-    # Window 0: the 9.0s are padding, so argmax is start 1 / end 2; window 1: start 0 / end 3.
-    acc = bench.token_accuracy(start, end, lengths, np.array([1, 2]), np.array([2, 3]))
-    assert acc == pytest.approx(100 * (0.5 + 1.0) / 2)
