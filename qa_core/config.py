@@ -83,8 +83,40 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class RegularizationConfig:
-    # Filled in by the overfitting toolkit; every lever defaults to "off".
+    """Levers against overfitting beyond dropout and weight decay; each defaults to off."""
+    # Spread this much target mass uniformly over the window's real tokens: softens
+    # over-confident start/end predictions on tiny data. Try 0.1.
     label_smoothing: float = 0.0
+    # Layer-wise LR decay: the head gets optim.lr, each encoder layer below it this factor
+    # times the one above. Keeps pretrained lower layers close to where they started. Try 0.8-0.9.
+    layerwise_lr_decay: float = 1.0
+    # Evaluate and save an exponential moving average of the weights (0 = off). Try 0.99-0.999.
+    ema_decay: float = 0.0
+    # Freeze the embeddings and/or the first k encoder layers: fewer trainable weights for
+    # a dataset too small to move them usefully.
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+    # R-Drop: two dropout passes per batch, plus alpha * symmetric KL between their span
+    # distributions. Costs a second forward/backward. Try 1.0-5.0 with dropout > 0.
+    rdrop_alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-data augmentation, re-drawn each epoch from (seed, epoch); off by default.
+    The answer text is never altered; context noise stays outside the answer spans."""
+    question_word_dropout: float = 0.0
+    question_swap: float = 0.0
+    # A TSV (id<TAB>question) or JSONL ({"id": ..., "questions": [...]}) of alternative questions.
+    paraphrase_file: str = ""
+    paraphrase_prob: float = 0.0
+    context_word_dropout: float = 0.0
+    context_sentence_dropout: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.question_word_dropout, self.question_swap, self.paraphrase_prob,
+                    self.context_word_dropout, self.context_sentence_dropout))
 
 
 @dataclass(frozen=True)
@@ -157,6 +189,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -185,6 +218,15 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "schedule.warmup_steps": (0, float("inf"), True),
     "schedule.warmup_ratio": (0.0, 1.0, True),
     "regularization.label_smoothing": (0.0, 1.0, True),
+    "regularization.layerwise_lr_decay": (0.0, 1.0, False),
+    "regularization.ema_decay": (0.0, 1.0, True),
+    "regularization.freeze_layers": (0, 1000, True),
+    "regularization.rdrop_alpha": (0.0, 1000.0, True),
+    "augment.question_word_dropout": (0.0, 1.0, True),
+    "augment.question_swap": (0.0, 1.0, True),
+    "augment.paraphrase_prob": (0.0, 1.0, True),
+    "augment.context_word_dropout": (0.0, 1.0, True),
+    "augment.context_sentence_dropout": (0.0, 1.0, True),
     "train.epochs": (1, 10_000, True),
     "train.batch_size": (1, 1 << 20, True),
     "train.grad_accum_steps": (1, 1 << 20, True),
@@ -355,6 +397,10 @@ def validate(cfg: Config) -> None:
             "lower doc_stride or max_query_length")
     if bool(cfg.data.train_articles) != bool(cfg.data.val_articles) and not cfg.data.val_file:
         raise ConfigError("data.train_articles and data.val_articles select a split of one file: set both")
+    if cfg.regularization.ema_decay >= 1.0:
+        raise ConfigError("regularization.ema_decay must be below 1 (1 would never move); 0 turns EMA off")
+    if cfg.augment.paraphrase_prob and not cfg.augment.paraphrase_file:
+        raise ConfigError("augment.paraphrase_prob needs augment.paraphrase_file (TSV id<TAB>question or JSONL)")
     if cfg.early_stopping.enabled and not (cfg.eval.every_epoch or cfg.eval.every_steps):
         raise ConfigError("early_stopping.enabled needs evaluations: set eval.every_epoch or eval.every_steps")
     if cfg.early_stopping.enabled and not _is_known_metric(cfg.early_stopping.metric):

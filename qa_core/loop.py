@@ -25,6 +25,7 @@ from qa_core.features import build_windows
 from qa_core.metrics import qa_loss
 from qa_core.modeling import load_model
 from qa_core.optim import build_optimizer, build_scheduler, parameter_groups, warmup_steps_for
+from qa_core.regularizers import EMA, freeze, rdrop_kl
 from qa_core.tokenization import load_tokenizer
 from qa_core.hub import resolve_model_dir
 
@@ -77,21 +78,48 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters), dropout {model.dropout_report()}")
     for line in getattr(model.load_report, "messages", lambda: [])():
         print(f"  {line}")
+    reg = cfg.regularization
+    if reg.freeze_embeddings or reg.freeze_layers:
+        frozen = freeze(model, embeddings=reg.freeze_embeddings, first_layers=reg.freeze_layers)
+        print(f"frozen: {len(frozen)} parameter tensors (embeddings: {reg.freeze_embeddings}, "
+              f"first {reg.freeze_layers} layers)")
 
     # ------------------------------------------------------------------ batches, optimizer, schedule
     accum = cfg.train.grad_accum_steps
-    sampler = LengthGroupedBatchSampler(train_windows.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                        shuffle=cfg.train.shuffle, group_by_length=cfg.train.group_by_length)
-    collate = QACollator(train_windows, use_token_type_ids=model.uses_token_type_ids,
-                         pad_to_multiple_of=cfg.train.pad_to_multiple_of or None)
-    steps_per_epoch = math.ceil(len(sampler) / accum)
+    if cfg.augment.enabled:
+        from qa_core.augment import augment_examples, load_paraphrases  # only needed when augmenting
+    paraphrases = load_paraphrases(cfg.augment.paraphrase_file) if cfg.augment.paraphrase_file else None
+
+    def epoch_batches(epoch: int):
+        """This epoch's micro-batches (lists of window indices) and the collator for them.
+        With augmentation on, the training examples are re-drawn from (seed, epoch) first."""
+        windows = train_windows
+        if cfg.augment.enabled:
+            a = cfg.augment
+            examples = augment_examples(
+                train_examples, seed=cfg.train.seed, epoch=epoch, question_word_dropout=a.question_word_dropout,
+                question_swap=a.question_swap, paraphrase_prob=a.paraphrase_prob, paraphrases=paraphrases,
+                context_word_dropout=a.context_word_dropout, context_sentence_dropout=a.context_sentence_dropout)
+            windows = build_windows(examples, tokenizer, negative_keep_fraction=cfg.data.negative_keep_fraction,
+                                    seed=cfg.train.seed + epoch, **{**window_args, "cache_dir": None})
+        sampler = LengthGroupedBatchSampler(windows.lengths, cfg.train.batch_size, seed=cfg.train.seed,
+                                            shuffle=cfg.train.shuffle, group_by_length=cfg.train.group_by_length)
+        sampler.set_epoch(epoch)
+        collate = QACollator(windows, use_token_type_ids=model.uses_token_type_ids,
+                             pad_to_multiple_of=cfg.train.pad_to_multiple_of or None)
+        return list(sampler), collate
+
+    # Augmentation changes the window count a little per epoch; the schedule uses the clean count.
+    steps_per_epoch = math.ceil(math.ceil(len(train_windows) / cfg.train.batch_size) / accum)
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
-    optimizer = build_optimizer(parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr), lr=cfg.optim.lr,
+    groups = parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr, layer_decay=reg.layerwise_lr_decay)
+    optimizer = build_optimizer(groups, lr=cfg.optim.lr,
                                 betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps, device=device)
     warmup = warmup_steps_for(total_steps, cfg.schedule.warmup_steps, cfg.schedule.warmup_ratio)
     scheduler = build_scheduler(optimizer, name=cfg.schedule.name, total_steps=total_steps, warmup_steps=warmup)
+    ema = EMA(model, reg.ema_decay) if reg.ema_decay else None
 
     # ------------------------------------------------------------------ state (fresh or resumed)
     state = TrainState()
@@ -104,11 +132,16 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
         scaler.load_state_dict(resumed_state["scaler"])
         state = TrainState(**resumed_state["train_state"])
         early.load_state_dict(resumed_state["early_stopping"])
+        if ema is not None:
+            ema.load_state_dict(resumed_state["ema"])
         ckpt.set_rng_state(resumed_state["rng"])
         print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batches_done})")
 
     def run_evaluation() -> dict:
-        """Validation and the fixed training subset, both in eval mode; logged and returned."""
+        """Validation and the fixed training subset, both in eval mode, with the EMA weights
+        when EMA is on; logged, checked for a new best (whose weights are kept), returned."""
+        if ema is not None:
+            ema.swap(model)
         eval_args = dict(batch_size=cfg.eval.batch_size, device=device, autocast_dtype=autocast_dtype,
                          n_best=cfg.eval.n_best, max_answer_length=cfg.eval.max_answer_length,
                          version_2=cfg.data.version_2, null_threshold=cfg.eval.null_threshold)
@@ -121,9 +154,13 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
             result = evaluate(model, windows, examples, progress=cfg.train.progress, **eval_args)
             record.update({f"{split}_{k}": v for k, v in result.items() if isinstance(v, (int, float))})
             timing[split] = result.get("timings", {})
-        model.train()
         log.write({**record, "timing": timing})
         state.last_eval_step = state.step
+        if early.update(record, state.step, model):
+            print(f"  new best {early.metric} = {record[early.metric]:.4f} at step {state.step}")
+        if ema is not None:
+            ema.swap(model)
+        model.train()
         return record
 
     def save_resumable() -> Path:
@@ -132,23 +169,19 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "train_state": vars(state).copy(), "early_stopping": early.state_dict(),
             "rng": ckpt.rng_state(), "metrics_lines": log.lines, "config": to_dict(cfg),
+            "ema": ema.state_dict() if ema is not None else None,
         }, keep_last=cfg.checkpoint.keep_last)
-
-    def after_evaluation(record: dict) -> None:
-        if early.update(record, state.step, model):
-            print(f"  new best {early.metric} = {record[early.metric]:.4f} at step {state.step}")
 
     # ------------------------------------------------------------------ training
     stop = StopSignal()
     if resumed_state is None and cfg.eval.at_start:
-        after_evaluation(run_evaluation())
+        run_evaluation()
     model.train()
     finished_reason = "completed"
     with stop.installed():
         for epoch in range(state.epoch, cfg.train.epochs):
             state.epoch = epoch
-            sampler.set_epoch(epoch)
-            batches = list(sampler)
+            batches, collate = epoch_batches(epoch)
             progress = make_progress(cfg, steps_per_epoch, epoch, done=state.batches_done // accum)
             window_clock, windows_seen = time.perf_counter(), 0
             for first in range(state.batches_done, len(batches), accum):
@@ -159,13 +192,24 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                 step_loss = torch.zeros((), device=device)
                 for indices in micro_batches:
                     batch = {k: v.to(device, non_blocking=True) for k, v in collate(indices).items()}
+                    inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                    targets = (batch["start_positions"], batch["end_positions"])
                     with autocast():
-                        start_logits, end_logits = model(batch["input_ids"], batch["attention_mask"],
-                                                         batch.get("token_type_ids"))
-                    loss = qa_loss(start_logits.float(), end_logits.float(), batch["start_positions"],
-                                   batch["end_positions"], attention_mask=batch["attention_mask"],
-                                   label_smoothing=cfg.regularization.label_smoothing,
-                                   reduction="sum") / step_windows
+                        start_logits, end_logits = model(*inputs)
+                    loss = qa_loss(start_logits.float(), end_logits.float(), *targets,
+                                   attention_mask=batch["attention_mask"], label_smoothing=reg.label_smoothing,
+                                   reduction="sum")
+                    if reg.rdrop_alpha:
+                        # R-Drop: a second pass sees other dropout masks; both passes learn the
+                        # labels and are pulled towards the same span distributions.
+                        with autocast():
+                            start_b, end_b = model(*inputs)
+                        loss_b = qa_loss(start_b.float(), end_b.float(), *targets,
+                                         attention_mask=batch["attention_mask"], label_smoothing=reg.label_smoothing,
+                                         reduction="sum")
+                        loss = (loss + loss_b) / 2 + reg.rdrop_alpha * rdrop_kl(
+                            start_logits, end_logits, start_b, end_b, batch["attention_mask"])
+                    loss = loss / step_windows
                     scaler.scale(loss).backward()
                     step_loss += loss.detach()
                 state.batches_done = first + len(micro_batches)
@@ -194,9 +238,11 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                 scaler.update()
                 if scaler.is_enabled() and scaler.get_scale() < scale_before:
                     state.scaler_skipped_steps += 1  # fp16 overflow: GradScaler skipped this update
-                lr = scheduler.get_last_lr()[0]
+                lr = max(scheduler.get_last_lr())  # the full-rate group (others are layer-decayed)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(model)
                 state.step += 1
                 progress.update(1)
 
@@ -208,7 +254,7 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                                          win_s=f"{windows_seen / elapsed:.1f}")
                     window_clock, windows_seen = time.perf_counter(), 0
                 if cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0:
-                    after_evaluation(run_evaluation())
+                    run_evaluation()
                 if cfg.checkpoint.every_steps and state.step % cfg.checkpoint.every_steps == 0:
                     save_resumable()
                 if early.should_stop(cfg.early_stopping.enabled) or state.step == cfg.train.max_steps:
@@ -231,7 +277,7 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                 break
             state.epoch, state.batches_done = epoch + 1, 0
             if cfg.eval.every_epoch and state.last_eval_step != state.step:
-                after_evaluation(run_evaluation())
+                run_evaluation()
             if cfg.checkpoint.every_epoch:
                 save_resumable()
             if early.should_stop(cfg.early_stopping.enabled):
@@ -240,7 +286,7 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
 
     # ------------------------------------------------------------------ finish
     if state.last_eval_step != state.step:
-        after_evaluation(run_evaluation())
+        run_evaluation()
     if not any(p.name == f"checkpoint-{state.step}.pt" for p in ckpt.list_checkpoints(run_dir)):
         save_resumable()  # the final state, e.g. to continue with more epochs later
     end_record = log.last("eval")
@@ -257,6 +303,8 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     log.write({"event": "end", "step": state.step, "reason": finished_reason,
                "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps})
     print_before_after(summary)
+    from qa_core.plots import plot_run  # matplotlib is optional: plot_run says how to get it
+    plot_run(run_dir)
     return summary
 
 
@@ -508,7 +556,9 @@ def print_before_after(summary: dict) -> None:
         if record is None:
             continue
         tag = f"{label} (step {record['step']})"
+        # Losses as they are; accuracies (fractions) and EM/F1 (percent) all shown in percent.
         cells = "".join(f"{record.get(key, float('nan')):>11.4f}" if "loss" in key
+                        else f"{100 * record.get(key, float('nan')):>11.2f}" if "acc" in key
                         else f"{record.get(key, float('nan')):>11.2f}" for _, key in TABLE_COLUMNS)
         lines.append(f"{tag:<14}{cells}")
     print("\n" + "\n".join(lines))

@@ -14,15 +14,36 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, lr: float) -> list[dict]:
-    decay, skip = [], []
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for embeddings, i + 1 for encoder layer i, num_layers + 1 for the QA head."""
+    if name.startswith("embeddings."):
+        return 0
+    if name.startswith("layers."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def layer_lr_multiplier(name: str, num_layers: int, layer_decay: float) -> float:
+    """Layer-wise LR decay: the head trains at the full rate, each layer below it at
+    `layer_decay` times the one above (the embeddings at layer_decay ** (num_layers + 1))."""
+    return layer_decay ** (num_layers + 1 - layer_depth(name, num_layers))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float, layer_decay: float = 1.0) -> list[dict]:
+    """One group per (learning-rate multiplier, decayed or not); frozen parameters are left out."""
+    num_layers = len(model.layers) if hasattr(model, "layers") else 0
+    groups: dict[tuple[float, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (skip if no_decay(name, param) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
-              {"params": skip, "weight_decay": 0.0, "lr": lr}]
-    return [g for g in groups if g["params"]]
+        multiplier = layer_lr_multiplier(name, num_layers, layer_decay) if layer_decay != 1.0 else 1.0
+        skip = no_decay(name, param)
+        group = groups.setdefault((multiplier, skip), {
+            "params": [], "names": [], "weight_decay": 0.0 if skip else weight_decay,
+            "lr": lr * multiplier, "lr_multiplier": multiplier})
+        group["params"].append(param)
+        group["names"].append(name)
+    return list(groups.values())
 
 
 def build_optimizer(groups: list[dict], *, lr: float, betas: tuple[float, float], eps: float,
