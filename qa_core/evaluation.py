@@ -46,18 +46,37 @@ def evaluate(model, windows, examples: Sequence, *, batch_size: int = 64, device
     collator = collator or QACollator(windows, use_token_type_ids=model.uses_token_type_ids)
 
     t0 = time.perf_counter()
+    batches = eval_batches(windows.lengths, batch_size)
+    start, end = logit_buffers(len(windows), int(np.max(windows.lengths)))
     was_training = model.training
     model.eval()
     try:
-        start, end, loss_sum = _forward(model, windows, collator, batch_size, device, autocast_dtype, progress)
+        batch_losses = forward_batches(model, batches, collator, start, end, device=device,
+                                       autocast_dtype=autocast_dtype, progress=progress)
     finally:
         model.train(was_training)
+    t1 = time.perf_counter()
+    result = scores_from_logits(start, end, batch_losses, windows, examples, n_best=n_best,
+                                max_answer_length=max_answer_length, version_2=version_2,
+                                null_threshold=null_threshold)
+    result["timings"].update(forward_s=t1 - t0, windows_per_s=len(windows) / max(t1 - t0, 1e-9))
+    return result
+
+
+def scores_from_logits(start, end, batch_losses: Sequence[float], windows, examples: Sequence, *, n_best: int = 20,
+                       max_answer_length: int = 30, version_2: bool = False, null_threshold: float = 0.0) -> dict:
+    """evaluate()'s result from the full float32 [N, L] logits and the summed loss of each
+    batch (added in order, so a sharded evaluation gets the same float); timings hold
+    postprocess_s and metrics_s."""
     t1 = time.perf_counter()
     predictions = postprocess_predictions(start, end, windows, examples, n_best=n_best,
                                           max_answer_length=max_answer_length, version_2=version_2,
                                           null_threshold=null_threshold)
     t2 = time.perf_counter()
 
+    loss_sum = 0.0  # on the host in float64: some devices (MPS) have no float64
+    for batch_loss in batch_losses:
+        loss_sum += batch_loss
     result = {"loss": loss_sum / len(windows)}
     result.update(token_accuracy(start, end, windows.start_positions, windows.end_positions, windows.lengths))
     texts = {p.id: p.text for p in predictions}
@@ -72,37 +91,48 @@ def evaluate(model, windows, examples: Sequence, *, batch_size: int = 64, device
     t3 = time.perf_counter()
     result["predictions"] = texts
     result["example_predictions"] = predictions
-    result["timings"] = {"forward_s": t1 - t0, "postprocess_s": t2 - t1, "metrics_s": t3 - t2,
-                         "windows_per_s": len(windows) / max(t1 - t0, 1e-9)}
+    result["timings"] = {"postprocess_s": t2 - t1, "metrics_s": t3 - t2}
     return result
 
 
-def _forward(model, windows, collator, batch_size, device, autocast_dtype, progress):
-    """float32 start/end logits [N, longest window] (padding = _PAD_LOGIT) and the summed loss."""
-    lengths = np.asarray(windows.lengths)
-    width = int(lengths.max())
-    start = np.full((len(lengths), width), _PAD_LOGIT, np.float32)
-    end = np.full((len(lengths), width), _PAD_LOGIT, np.float32)
-    order = np.argsort(-lengths, kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+def eval_batches(lengths, batch_size: int) -> list[np.ndarray]:
+    """Window indices in batches of similar length, longest first (the largest batch runs first)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def logit_buffers(n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end logits, float32 [n, width], padding = _PAD_LOGIT."""
+    return np.full((n, width), _PAD_LOGIT, np.float32), np.full((n, width), _PAD_LOGIT, np.float32)
+
+
+def forward_batches(model, batches, collator, start, end, *, rows=None, device="cpu", autocast_dtype=None,
+                    progress: bool = False) -> list[float]:
+    """Runs `model` in inference mode on each batch of window indices and writes its float32
+    logits into rows of start/end (rows[b] for batch b; default the window indices
+    themselves), padding = _PAD_LOGIT. Returns each batch's summed loss."""
+    device = torch.device(device)
+    width = start.shape[1]
+    rows = batches if rows is None else rows
+    pairs = zip(batches, rows)
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="evaluate", unit="batch", leave=False)
+        pairs = tqdm(pairs, total=len(batches), desc="evaluate", unit="batch", leave=False)
     autocast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
-    loss_sum = 0.0  # on the host in float64: some devices (MPS) have no float64
+    losses = []
     with torch.inference_mode():
-        for rows in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in collator(rows).items()}
+        for indices, out in pairs:
+            batch = {k: v.to(device, non_blocking=True) for k, v in collator(indices).items()}
             with autocast:
                 batch_start, batch_end = model(batch["input_ids"], batch["attention_mask"],
                                                batch.get("token_type_ids"))
             mask = batch["attention_mask"]
-            loss_sum += float(qa_loss(batch_start, batch_end, batch["start_positions"], batch["end_positions"],
-                                      attention_mask=mask, reduction="sum"))
+            losses.append(float(qa_loss(batch_start, batch_end, batch["start_positions"], batch["end_positions"],
+                                        attention_mask=mask, reduction="sum")))
             used = min(batch_start.shape[1], width)
             real = mask[:, :used].bool()
-            start[rows, :used] = batch_start[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
-            end[rows, :used] = batch_end[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
-    return start, end, loss_sum
+            start[out, :used] = batch_start[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
+            end[out, :used] = batch_end[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
+    return losses
