@@ -214,12 +214,23 @@ class SelfAttention(nn.Module):
         # Holds the attention-probability dropout rate; applied inside scaled_dot_product_attention.
         self.dropout = Dropout(config.attention_dropout, "attention")
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                key_lengths: list[int] | None = None) -> torch.Tensor:
         batch, seq_len, hidden = x.shape
         q, k, v = (self.qkv(x).view(batch, seq_len, 3, self.num_heads, self.head_dim)
                    .permute(2, 0, 3, 1, 4).unbind(0))
-        context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
+        dropout_p = self.dropout.p if self.training else 0.0
+        if key_lengths is not None:
+            # Right-padded batch on CPU: each sequence attends over its real keys only. Padded
+            # keys would get exactly zero weight; skipping them saves most of the score-matrix
+            # work (softmax, dropout) that dominates CPU time. Padded queries are still computed.
+            # unbind, not slicing the batch: a slice's backward allocates a batch-sized zero tensor.
+            qs, ks, vs = q.unbind(0), k.unbind(0), v.unbind(0)
+            context = torch.stack([
+                F.scaled_dot_product_attention(qs[i], ks[i][:, :n], vs[i][:, :n], dropout_p=dropout_p)
+                for i, n in enumerate(key_lengths)])
+        else:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return self.out(context.transpose(1, 2).reshape(batch, seq_len, hidden))
 
 
@@ -238,8 +249,9 @@ class TransformerBlock(nn.Module):
         self.ffn_dropout = Dropout(config.hidden_dropout, "hidden")
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention_norm(x + self.attention_output_dropout(self.attention(x, mask)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                key_lengths: list[int] | None = None) -> torch.Tensor:
+        x = self.attention_norm(x + self.attention_output_dropout(self.attention(x, mask, key_lengths)))
         return self.output_norm(x + self.ffn_dropout(self.ffn_out(self.activation(self.ffn_in(x)))))
 
 
@@ -291,12 +303,15 @@ class QAModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # No padding at all: no mask, which lets SDPA pick its fastest kernel.
-        mask = None
+        mask, key_lengths = None, None
         if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, S]: True = attend to this key
+            mask = attention_mask.bool()
+            if input_ids.device.type == "cpu":  # on GPUs one batched masked kernel is faster
+                key_lengths = right_padded_lengths(mask)
+            mask = mask[:, None, None, :]  # [B, 1, 1, S]: True = attend to this key
         x = self.embeddings(input_ids, token_type_ids if self.uses_token_type_ids else None)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, key_lengths)
         logits = self.qa_outputs(self.head_dropout(x))
         start_logits, end_logits = logits.unbind(-1)
         return start_logits.contiguous(), end_logits.contiguous()
@@ -403,6 +418,15 @@ class QAModel(nn.Module):
             target = out_dir / path.name
             if not (target.exists() and target.samefile(path)):
                 shutil.copyfile(path, target)
+
+
+def right_padded_lengths(mask: torch.Tensor) -> list[int] | None:
+    """Real lengths if every row of a [B, S] bool mask is ones-then-zeros (and non-empty), else None."""
+    lengths = mask.sum(dim=1)
+    prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
+    if not torch.equal(prefix, mask) or int(lengths.min()) == 0:
+        return None
+    return lengths.tolist()
 
 
 def _write_atomically(path: Path, write) -> None:

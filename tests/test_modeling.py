@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import build_tiny_checkpoint
 from qa_core.modeling import (CheckpointError, Dropout, EncoderConfig, QAModel, checkpoint_names,
-                              load_model)
+                              load_model, right_padded_lengths)
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -136,6 +136,22 @@ def test_unpadded_batch_and_bf16_autocast(tiny_distilbert_dir):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             start, end = ours(ids, mask)
     assert start.dtype == end.dtype == torch.bfloat16 and start.shape == (2, 12)
+
+
+def test_left_padded_and_holed_masks_take_the_masked_path_and_match(tiny_bert_dir):
+    ours = load_model(tiny_bert_dir).eval()
+    hf, _ = hf_model(tiny_bert_dir)
+    ids, mask, types, _, _ = make_batch(3, 20, seed=9)
+    left = mask.flip(1)        # left padding
+    holed = mask.clone()
+    holed[0, 5:8] = 0          # a hole inside row 0
+    for odd in (left, holed):
+        assert right_padded_lengths(odd.bool()) is None
+        with torch.no_grad():
+            for a, b in zip(ours(ids, odd, types), hf_forward(hf, ids, odd, types)):
+                torch.testing.assert_close(a, b, atol=LOGIT_TOL, rtol=0)
+    assert right_padded_lengths(mask.bool()) == mask.sum(1).tolist()
+    assert right_padded_lengths(torch.tensor([[True, False], [False, False]])) is None  # empty row
 
 
 def test_too_long_input_is_a_clear_error(tiny_distilbert_dir):
