@@ -74,7 +74,8 @@ def test_gradient_accumulation_equals_big_batch(tiny_bert_dir, tmp_path):
             # Softmax is shift-invariant: this bias has an exactly-zero true gradient, so
             # Adam only ever sees (and normalises) float rounding noise for it.
             continue
-        torch.testing.assert_close(weights_acc[key], weights_big[key], atol=2e-6, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+        # atol 1e-5 = 1% of one Adam step at lr 1e-3: summation-order noise, not a real difference.
+        torch.testing.assert_close(weights_acc[key], weights_big[key], atol=1e-5, rtol=1e-5, msg=lambda m: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("stop_at", [3, 5], ids=["inside-epoch", "epoch-boundary"])
