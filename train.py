@@ -2,6 +2,7 @@
 
     python train.py --cfg configs/quickstart.toml [--set optim.lr=3e-5 --set model.dropout.hidden=0.3]
     python train.py --resume runs/<name>
+    python train.py --cfg x.toml --sweep optim.lr=2e-5,3e-5 --sweep model.dropout.hidden=0.1,0.3
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from qa_core.config import ConfigError, load_config, to_dict
 from qa_core.loop import TrainingStopped, config_for_resume, run
+from qa_core import sweep
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -18,11 +20,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value; repeatable")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    sweep.add_sweep_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.sweep:
+        return sweep.main_from_args(args)  # one train.py process per combination
     try:
         if args.resume:
             # A resumed run continues with its own saved config; a different one would not be "exact".
