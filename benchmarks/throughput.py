@@ -76,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=tuple(AUTOCAST_DTYPES), default="fp32")
     p.add_argument("--sdpa-backend", choices=("auto", "math", "flash", "efficient", "cudnn"), default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--attention-dropout", type=float, default=None,
+                   help="override the attention-probability dropout (0 lets CPU SDPA use its flash kernel)")
     p.add_argument("--modes", default="train,infer", help="train, infer or both (comma-separated)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator)")
     p.add_argument("--iters", type=int, default=10, help="timed steps")
@@ -261,6 +263,8 @@ def main(argv=None) -> dict:
     if args.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise SystemExit("--precision bf16: this GPU has no bf16 support; use fp16")
     model = build_model(args).to(device)
+    if args.attention_dropout is not None:
+        model.set_dropout(attention=args.attention_dropout)
     runnable = torch.compile(model) if args.compile else model
     rng = np.random.default_rng(args.seed)
     peak, peak_source = peak_tflops(args, device)
@@ -271,6 +275,7 @@ def main(argv=None) -> dict:
         "model": args.model or f"random {args.model_type} {args.layers}x{args.hidden} ({args.heads} heads)",
         "parameters": sum(p.numel() for p in model.parameters()),
         "non_embedding_parameters": non_embedding_parameters(model),
+        "dropout": model.dropout_report(),
         "precision": args.precision, "sdpa_backend": args.sdpa_backend, "compile": args.compile,
         "batch": args.batch, "seq_len": args.seq_len, "min_len": args.min_len,
         "group_by_length": args.group_by_length, "pad_to_max": args.pad_to_max,
