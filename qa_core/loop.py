@@ -20,7 +20,8 @@ from qa_core import checkpoint as ckpt
 from qa_core.collate import LengthGroupedBatchSampler, QACollator
 from qa_core.config import Config, ConfigError, load_config, to_dict, to_toml
 from qa_core.data import read_examples, select_articles, split_by_article
-from qa_core.evaluation import evaluate
+from qa_core.distributed import (DistributedContext, evaluate_distributed, global_step_windows, init_distributed,
+                                 no_sync_unless_last)
 from qa_core.features import build_windows
 from qa_core.metrics import qa_loss
 from qa_core.modeling import load_model
@@ -39,17 +40,31 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     """Fine-tune, evaluate, early-stop; returns the summary written to summary.json.
 
     stop_at_step acts like a Ctrl-C arriving after that optimizer step (tests use it to
-    interrupt a run at an exact point and resume it)."""
+    interrupt a run at an exact point and resume it).
+
+    Under `torchrun --nproc_per_node N train.py ...` every process runs train() on its share
+    of each batch (docs/distributed.md); in a single process `dist` changes nothing."""
+    dist = init_distributed(pick_device(cfg.train.device))
+    try:
+        with dist.main_stdout_only():  # rank 0 prints; the other ranks keep stderr only
+            return train(cfg, dist, config_path=config_path, resume=resume, stop_at_step=stop_at_step)
+    finally:
+        dist.shutdown()  # an open process group makes the interpreter abort at exit
+
+
+def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=None, stop_at_step=None) -> dict:
     # ------------------------------------------------------------------ run directory
-    run_dir = prepare_run_dir(cfg, config_path, resume)
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    resumed_state = ckpt.load_latest_checkpoint(run_dir) if resume else None
+    # Rank 0 creates it (its name may hold the time) and tells the others; only rank 0 writes files.
+    run_dir = Path(dist.broadcast_object(str(prepare_run_dir(cfg, config_path, resume)) if dist.is_main else None))
+    log = MetricsLog(run_dir / "metrics.jsonl", write_files=dist.is_main)
+    resumed_state = ckpt.load_latest_checkpoint(run_dir) if resume else None  # every rank loads it
     if resumed_state is not None:
+        check_same_world_size(run_dir, resumed_state, dist.world_size)
         log.truncate(resumed_state["metrics_lines"])  # drop events logged after the checkpoint
 
     # ------------------------------------------------------------------ device, seeds, precision
-    device = pick_device(cfg.train.device)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device = dist.device  # train.device; cuda:LOCAL_RANK under torchrun
+    seed_everything(cfg.train.seed, cfg.train.deterministic)  # the same seed on every rank: the same fresh head
     autocast_dtype = resolve_precision(cfg.train.precision, device)
     autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     # fp16 needs loss scaling so small gradients do not underflow; bf16 and fp32 do not.
@@ -102,15 +117,18 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                 context_word_dropout=a.context_word_dropout, context_sentence_dropout=a.context_sentence_dropout)
             windows = build_windows(examples, tokenizer, negative_keep_fraction=cfg.data.negative_keep_fraction,
                                     seed=cfg.train.seed + epoch, **{**window_args, "cache_dir": None})
+        # Under torchrun a global batch holds batch_size windows per rank; rank r takes global_batch[r::N].
         sampler = LengthGroupedBatchSampler(windows.lengths, cfg.train.batch_size, seed=cfg.train.seed,
-                                            shuffle=cfg.train.shuffle, group_by_length=cfg.train.group_by_length)
+                                            shuffle=cfg.train.shuffle, group_by_length=cfg.train.group_by_length,
+                                            num_replicas=dist.world_size, rank=dist.rank)
         sampler.set_epoch(epoch)
         collate = QACollator(windows, use_token_type_ids=model.uses_token_type_ids,
                              pad_to_multiple_of=cfg.train.pad_to_multiple_of or None)
-        return list(sampler), collate
+        global_batch_sizes = [len(b) for b in sampler.global_batches()]  # windows of all ranks per batch
+        return list(sampler), global_batch_sizes, collate
 
     # Augmentation changes the window count a little per epoch; the schedule uses the clean count.
-    steps_per_epoch = math.ceil(math.ceil(len(train_windows) / cfg.train.batch_size) / accum)
+    steps_per_epoch = math.ceil(math.ceil(len(train_windows) / (cfg.train.batch_size * dist.world_size)) / accum)
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -134,8 +152,11 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
         early.load_state_dict(resumed_state["early_stopping"])
         if ema is not None:
             ema.load_state_dict(resumed_state["ema"])
-        ckpt.set_rng_state(resumed_state["rng"])
+        ckpt.set_rng_state(resumed_state["rng_per_rank"][dist.rank] if dist.enabled else resumed_state["rng"])
         print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batches_done})")
+    # DDP under torchrun (it all-reduces the gradients during backward); `model` stays the raw
+    # module for evaluation, EMA and saving. In a single process train_model is model.
+    train_model = dist.wrap_model(model)
 
     def run_evaluation() -> dict:
         """Validation and the fixed training subset, both in eval mode, with the EMA weights
@@ -151,7 +172,9 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                                          ("train", train_eval_windows, train_eval_examples)):
             if windows is None:
                 continue
-            result = evaluate(model, windows, examples, progress=cfg.train.progress, **eval_args)
+            # Under torchrun each rank runs a share of the batches, rank 0 scores, every rank gets the numbers.
+            result = evaluate_distributed(dist, model, windows, examples, progress=cfg.train.progress and dist.is_main,
+                                          **eval_args)
             record.update({f"{split}_{k}": v for k, v in result.items() if isinstance(v, (int, float))})
             timing[split] = result.get("timings", {})
         log.write({**record, "timing": timing})
@@ -163,12 +186,17 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
         model.train()
         return record
 
-    def save_resumable() -> Path:
+    def save_resumable() -> Path | None:
+        """Every rank calls it (each rank's RNG state goes in); rank 0 writes."""
+        rng = dist.gather_object(ckpt.rng_state())
+        if not dist.is_main:
+            return None
+        ranks = {"rng_per_rank": rng, "world_size": dist.world_size} if dist.enabled else {}
         return ckpt.save_checkpoint(run_dir, state.step, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "train_state": vars(state).copy(), "early_stopping": early.state_dict(),
-            "rng": ckpt.rng_state(), "metrics_lines": log.lines, "config": to_dict(cfg),
+            "rng": rng[0], **ranks, "metrics_lines": log.lines, "config": to_dict(cfg),
             "ema": ema.state_dict() if ema is not None else None,
         }, keep_last=cfg.checkpoint.keep_last)
 
@@ -181,39 +209,54 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     with stop.installed():
         for epoch in range(state.epoch, cfg.train.epochs):
             state.epoch = epoch
-            batches, collate = epoch_batches(epoch)
-            progress = make_progress(cfg, steps_per_epoch, epoch, done=state.batches_done // accum)
+            batches, global_batch_sizes, collate = epoch_batches(epoch)
+            progress = make_progress(cfg, steps_per_epoch, epoch, done=state.batches_done // accum, show=dist.is_main)
             window_clock, windows_seen = time.perf_counter(), 0
             for first in range(state.batches_done, len(batches), accum):
                 micro_batches = batches[first:first + accum]
-                # Normalise by the windows of the whole optimizer step (a short last step has
-                # fewer): summed over micro-batches this is exactly the big batch's mean loss.
-                step_windows = sum(len(b) for b in micro_batches)
+                # Normalise by the windows of the whole optimizer step, on all ranks (a short last
+                # step has fewer): summed over micro-batches and ranks this is exactly the big
+                # batch's mean loss.
+                step_windows = global_step_windows(global_batch_sizes, first, accum)
                 step_loss = torch.zeros((), device=device)
-                for indices in micro_batches:
-                    batch = {k: v.to(device, non_blocking=True) for k, v in collate(indices).items()}
-                    inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-                    targets = (batch["start_positions"], batch["end_positions"])
-                    with autocast():
-                        start_logits, end_logits = model(*inputs)
-                    loss = qa_loss(start_logits.float(), end_logits.float(), *targets,
-                                   attention_mask=batch["attention_mask"], label_smoothing=reg.label_smoothing,
-                                   reduction="sum")
-                    if reg.rdrop_alpha:
-                        # R-Drop: a second pass sees other dropout masks; both passes learn the
-                        # labels and are pulled towards the same span distributions.
+                for i, indices in enumerate(micro_batches):
+                    # A rank left without windows by the ragged last batch of an epoch runs window 0
+                    # at weight 0: every rank must join DDP's gradient all-reduce.
+                    weight = 1.0 if len(indices) else 0.0
+                    # Under DDP only the last micro-batch of a step all-reduces the gradients.
+                    with no_sync_unless_last(train_model, is_last=i == len(micro_batches) - 1):
+                        batch = {k: v.to(device, non_blocking=True) for k, v in collate(indices or [0]).items()}
+                        inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                        targets = (batch["start_positions"], batch["end_positions"])
                         with autocast():
-                            start_b, end_b = model(*inputs)
-                        loss_b = qa_loss(start_b.float(), end_b.float(), *targets,
-                                         attention_mask=batch["attention_mask"], label_smoothing=reg.label_smoothing,
-                                         reduction="sum")
-                        loss = (loss + loss_b) / 2 + reg.rdrop_alpha * rdrop_kl(
-                            start_logits, end_logits, start_b, end_b, batch["attention_mask"])
-                    loss = loss / step_windows
-                    scaler.scale(loss).backward()
+                            start_logits, end_logits = train_model(*inputs)
+                        loss = qa_loss(start_logits.float(), end_logits.float(), *targets,
+                                       attention_mask=batch["attention_mask"], label_smoothing=reg.label_smoothing,
+                                       reduction="sum")
+                        if reg.rdrop_alpha:
+                            # R-Drop: a second pass sees other dropout masks; both passes learn the
+                            # labels and are pulled towards the same span distributions.
+                            with autocast():
+                                start_b, end_b = train_model(*inputs)
+                            loss_b = qa_loss(start_b.float(), end_b.float(), *targets,
+                                             attention_mask=batch["attention_mask"],
+                                             label_smoothing=reg.label_smoothing, reduction="sum")
+                            loss = (loss + loss_b) / 2 + reg.rdrop_alpha * rdrop_kl(
+                                start_logits, end_logits, start_b, end_b, batch["attention_mask"])
+                        loss = loss / step_windows
+                        if not weight:
+                            loss = loss * weight
+                        # DDP averages the gradients over ranks: times world_size makes that their sum.
+                        scaler.scale(loss * dist.world_size).backward()
                     step_loss += loss.detach()
                 state.batches_done = first + len(micro_batches)
-                windows_seen += step_windows
+                windows_seen += step_windows  # all ranks' windows
+                # One all-reduce gives every rank the global loss (so the same non-finite decision)
+                # and whether any rank got Ctrl-C / SIGTERM (so all stop after the same step).
+                stop_now = stop.requested
+                if dist.enabled:
+                    summed = dist.all_reduce_sum(torch.stack([step_loss, torch.tensor(float(stop_now), device=device)]))
+                    step_loss, stop_now = summed[0], bool(summed[1] > 0)
 
                 # A non-finite loss skips the step (no update, schedule paused) and is counted.
                 loss_value = step_loss.item()
@@ -259,12 +302,13 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
                     save_resumable()
                 if early.should_stop(cfg.early_stopping.enabled) or state.step == cfg.train.max_steps:
                     break
-                if stop.requested or state.step == stop_at_step:
+                if stop_now or state.step == stop_at_step:
                     path = save_resumable()
                     progress.close()
                     print(f"\nstopped at step {state.step}; resumable checkpoint: {path}\n"
                           f"continue with: python train.py --resume {run_dir}")
                     log.write({"event": "interrupted", "step": state.step, "epoch": epoch})
+                    dist.barrier()  # no rank returns before rank 0's files are complete
                     return {"interrupted": True, "run_dir": str(run_dir), "step": state.step}
             progress.close()
 
@@ -287,24 +331,27 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     # ------------------------------------------------------------------ finish
     if state.last_eval_step != state.step:
         run_evaluation()
-    if not any(p.name == f"checkpoint-{state.step}.pt" for p in ckpt.list_checkpoints(run_dir)):
+    saved = any(p.name == f"checkpoint-{state.step}.pt" for p in ckpt.list_checkpoints(run_dir))
+    if not dist.broadcast_object(saved):  # rank 0's files decide, for every rank
         save_resumable()  # the final state, e.g. to continue with more epochs later
     end_record = log.last("eval")
     if cfg.early_stopping.enabled and cfg.early_stopping.restore_best and early.best_state is not None:
         model.load_state_dict(early.best_state)
         print(f"restored the best weights: {early.metric} = {early.best_value:.4f} at step {early.best_step}")
-    if cfg.checkpoint.save_best:
+    if cfg.checkpoint.save_best and dist.is_main:
         best_model = model
         if early.best_state is not None and not (cfg.early_stopping.enabled and cfg.early_stopping.restore_best):
             best_model = load_model(str(model_dir), dropout=dropout)
             best_model.load_state_dict(early.best_state)
         best_model.save_pretrained(run_dir / "best", tokenizer_dir=model_dir)
-    summary = write_summary(run_dir, log, early, state, finished_reason, end_record)
+    summary = write_summary(run_dir, log, early, state, finished_reason, end_record, write_file=dist.is_main)
     log.write({"event": "end", "step": state.step, "reason": finished_reason,
                "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps})
     print_before_after(summary)
     from qa_core.plots import plot_run  # matplotlib is optional: plot_run says how to get it
-    plot_run(run_dir)
+    if dist.is_main:
+        plot_run(run_dir)
+    dist.barrier()  # no rank returns before rank 0's files are complete
     return summary
 
 
@@ -367,8 +414,9 @@ class MetricsLog:
     """metrics.jsonl: one JSON object per event. Wall-clock figures live under "timing"
     so that everything else is reproducible (a resumed run writes identical records)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, write_files: bool = True):
         self.path = path
+        self.write_files = write_files  # False on ranks other than 0: records in memory only
         self.records: list[dict] = []
         if path.exists():
             self.records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -379,14 +427,16 @@ class MetricsLog:
 
     def truncate(self, n: int) -> None:
         self.records = self.records[:n]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        if self.write_files:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
     def write(self, record: dict, resumed: bool = False) -> None:
         if resumed and record["event"] == "data":
             return  # already logged by the interrupted run
         self.records.append(record)
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if self.write_files:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def last(self, event: str) -> dict | None:
         return next((r for r in reversed(self.records) if r["event"] == event), None)
@@ -438,6 +488,14 @@ def prepare_run_dir(cfg: Config, config_path, resume) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(cfg))
     return run_dir
+
+
+def check_same_world_size(run_dir: Path, resumed_state: dict, world_size: int) -> None:
+    saved = resumed_state.get("world_size", 1)
+    if saved != world_size:
+        raise ConfigError(f"--resume {run_dir}: its checkpoint was written by {saved} process(es), this run has "
+                          f"{world_size}; resume with as many (torchrun --nproc_per_node {saved} on one node): "
+                          "the process count decides which windows make up each step")
 
 
 def config_for_resume(run_dir: str | Path) -> Config:
@@ -520,11 +578,11 @@ def fixed_subset(examples: list, n: int, seed: int) -> list:
     return [examples[i] for i in picked]
 
 
-def make_progress(cfg: Config, steps_per_epoch: int, epoch: int, done: int):
+def make_progress(cfg: Config, steps_per_epoch: int, epoch: int, done: int, show: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(total=steps_per_epoch, initial=done, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                disable=not cfg.train.progress, dynamic_ncols=True, leave=False)
+                disable=not (cfg.train.progress and show), dynamic_ncols=True, leave=False)
 
 
 TABLE_COLUMNS = (("train acc", "train_token_acc"), ("val acc", "val_token_acc"), ("val loss", "val_loss"),
@@ -532,7 +590,7 @@ TABLE_COLUMNS = (("train acc", "train_token_acc"), ("val acc", "val_token_acc"),
 
 
 def write_summary(run_dir: Path, log: MetricsLog, early: EarlyStopping, state: TrainState, reason: str,
-                  end_record: dict | None) -> dict:
+                  end_record: dict | None, write_file: bool = True) -> dict:
     evals = [r for r in log.records if r["event"] == "eval"]
     best = next((r for r in evals if r["step"] == early.best_step), None)
 
@@ -544,7 +602,8 @@ def write_summary(run_dir: Path, log: MetricsLog, early: EarlyStopping, state: T
                "start": row(evals[0]) if evals and evals[0]["step"] == 0 else None,
                "best": row(best), "end": row(end_record),
                "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if write_file:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -80,7 +80,66 @@ def scenario_raise(out_dir: Path, failing_rank: str) -> None:
     (out_dir / f"survived{ctx.rank}").write_text("the job was not taken down")
 
 
-SCENARIOS = {"evaluate": scenario_evaluate, "raise": scenario_raise}
+def tiny_run_config(model_dir: str, out_dir: Path, name: str, *extra: str):
+    """The tiny run of tests/test_loop.py (shipped quickstart data, no dropout)."""
+    from qa_core.config import load_config
+
+    return load_config(None, [
+        f"model.name_or_path={model_dir}",
+        f"data.train_file={REPO / 'data/quickstart/train.json'}",
+        f"data.val_file={REPO / 'data/quickstart/val.json'}",
+        "data.max_train_examples=20", "data.max_val_examples=12",
+        "data.max_seq_length=192", "data.doc_stride=64", f"data.cache_dir={out_dir / 'features'}",
+        "model.dropout.hidden=0", "model.dropout.attention=0", "model.dropout.head=0",
+        "optim.lr=1e-3", "train.epochs=2", "train.batch_size=4", "train.log_every=1", "train.device=cpu",
+        "train.progress=false", "eval.train_subset_examples=8", "eval.batch_size=16",
+        f"run.output_dir={out_dir / 'runs'}", f"run.name={name}", *extra])
+
+
+# Two ranks with batch 2 and 2 micro-batches per step = 8 windows per step, as one process
+# with batch 8 (test_distributed.py runs that one). 21 windows: the last global batch holds
+# one window, so rank 1 gets an empty micro-batch there (the zero-weight stand-in).
+EQUIVALENCE = ("data.max_train_examples=21", "train.shuffle=false", "train.group_by_length=false",
+               "eval.every_epoch=false", "eval.at_start=false", "optim.weight_decay=0.01", "optim.eps=1e-6")
+# Dropout on and the default shuffled, length-grouped batches: each rank's RNG state matters.
+RESUME = ("model.dropout.hidden=0.1", "eval.every_steps=2")
+
+
+def scenario_train(out_dir: Path, model_dir: str) -> None:
+    """The same process group for every run, as torchrun gives one run (loop.run reuses it)."""
+    from qa_core import loop
+
+    ctx = init_distributed("cpu")
+    loop.run(tiny_run_config(model_dir, out_dir, "ddp", "train.batch_size=2", "train.grad_accum_steps=2",
+                             *EQUIVALENCE))
+    whole = loop.run(tiny_run_config(model_dir, out_dir, "whole", *RESUME))
+    part = loop.run(tiny_run_config(model_dir, out_dir, "part", *RESUME), stop_at_step=2)
+    resumed = loop.run(loop.config_for_resume(out_dir / "runs" / "part"), resume=out_dir / "runs" / "part")
+    torch.save({"whole": whole, "part": part, "resumed": resumed}, out_dir / f"rank{ctx.rank}.pt")
+    ctx.shutdown()
+
+
+def scenario_fail_in_loop(out_dir: Path, model_dir: str, failing_rank: str) -> None:
+    """qa_loss raises on one rank at its 3rd micro-batch, inside loop.run."""
+    from qa_core import loop
+
+    ctx = init_distributed("cpu")
+    if ctx.rank == int(failing_rank):
+        real_loss, calls = loop.qa_loss, []
+
+        def failing_loss(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise FloatingPointError(f"deliberate failure in the loop on rank {ctx.rank}")
+            return real_loss(*args, **kwargs)
+
+        loop.qa_loss = failing_loss
+    loop.run(tiny_run_config(model_dir, out_dir, "failing", "train.epochs=50", "eval.at_start=false"))
+    (out_dir / f"survived{ctx.rank}").write_text("the job was not taken down")
+
+
+SCENARIOS = {"evaluate": scenario_evaluate, "raise": scenario_raise, "train": scenario_train,
+             "fail_in_loop": scenario_fail_in_loop}
 
 if __name__ == "__main__":
     scenario, out = sys.argv[1], Path(sys.argv[2])
