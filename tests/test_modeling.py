@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import build_tiny_checkpoint
 from qa_core.modeling import (CheckpointError, Dropout, EncoderConfig, QAModel, checkpoint_names,
-                              load_model, right_padded_lengths)
+                              load_model, right_padded_lengths,
+                              use_per_sequence_attention)
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -136,6 +137,27 @@ def test_unpadded_batch_and_bf16_autocast(tiny_distilbert_dir):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             start, end = ours(ids, mask)
     assert start.dtype == end.dtype == torch.bfloat16 and start.shape == (2, 12)
+
+
+def test_single_thread_per_sequence_attention_matches(tiny_bert_dir):
+    ours = load_model(tiny_bert_dir).eval()
+    hf, _ = hf_model(tiny_bert_dir)
+    ids, mask, types, start, end = make_batch(4, 40, seed=11)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert use_per_sequence_attention(ids.device)
+        our_start, our_end = ours(ids, mask, types)
+    finally:
+        torch.set_num_threads(threads)
+    hf_start, hf_end = hf_forward(hf, ids, mask, types)
+    torch.testing.assert_close(our_start, hf_start, atol=LOGIT_TOL, rtol=0)
+    torch.testing.assert_close(our_end, hf_end, atol=LOGIT_TOL, rtol=0)
+    span_loss(our_start, our_end, start, end).backward()
+    span_loss(hf_start, hf_end, start, end).backward()
+    for our_name, hf_names in checkpoint_names(ours.config):
+        torch.testing.assert_close(ours.get_parameter(our_name).grad, hf_grad_for(ours, hf, our_name, hf_names),
+                                   atol=GRAD_TOL, rtol=0)
 
 
 def test_left_padded_and_holed_masks_take_the_masked_path_and_match(tiny_bert_dir):
