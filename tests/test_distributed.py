@@ -139,3 +139,12 @@ def test_a_failure_inside_the_loop_stops_every_rank(tiny_bert_dir, tmp_path):
     assert not list(tmp_path.glob("survived*"))
     # 50 epochs would take minutes; the job ends within seconds of the failure.
     assert elapsed < 60, f"took {elapsed:.0f} s"
+
+
+def test_resume_with_another_process_count_is_refused(two_rank_runs):
+    from qa_core import loop
+    from qa_core.config import ConfigError
+
+    whole = two_rank_runs[0] / "runs" / "whole"
+    with pytest.raises(ConfigError, match=r"written by 2 process\(es\), this run has 1; .*--nproc_per_node 2"):
+        loop.run(loop.config_for_resume(whole), resume=whole)
