@@ -101,9 +101,10 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
 
     # ------------------------------------------------------------------ batches, optimizer, schedule
     accum = cfg.train.grad_accum_steps
+    paraphrases = None
     if cfg.augment.enabled:
         from qa_core.augment import augment_examples, load_paraphrases  # only needed when augmenting
-    paraphrases = load_paraphrases(cfg.augment.paraphrase_file) if cfg.augment.paraphrase_file else None
+        paraphrases = load_paraphrases(cfg.augment.paraphrase_file) if cfg.augment.paraphrase_file else None
 
     def epoch_batches(epoch: int):
         """This epoch's micro-batches (lists of window indices) and the collator for them.
@@ -218,6 +219,7 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
                 # step has fewer): summed over micro-batches and ranks this is exactly the big
                 # batch's mean loss.
                 step_windows = global_step_windows(global_batch_sizes, first, accum)
+                step_clock = time.perf_counter()
                 step_loss = torch.zeros((), device=device)
                 for i, indices in enumerate(micro_batches):
                     # A rank left without windows by the ragged last batch of an epoch runs window 0
@@ -287,6 +289,8 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
                 if ema is not None:
                     ema.update(model)
                 state.step += 1
+                state.train_seconds += time.perf_counter() - step_clock  # optimizer work only, no eval
+                state.windows_trained += step_windows
                 progress.update(1)
 
                 if state.step % cfg.train.log_every == 0:
@@ -350,7 +354,10 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
     print_before_after(summary)
     from qa_core.plots import plot_run  # matplotlib is optional: plot_run says how to get it
     if dist.is_main:
-        plot_run(run_dir)
+        try:
+            plot_run(run_dir)
+        except Exception as err:  # a plot must never fail a finished run
+            print(f"warning: could not draw {run_dir / 'curves.png'}: {err}")
     dist.barrier()  # no rank returns before rank 0's files are complete
     return summary
 
@@ -368,6 +375,8 @@ class TrainState:
     nonfinite_in_row: int = 0
     nonfinite_total: int = 0
     scaler_skipped_steps: int = 0
+    train_seconds: float = 0.0
+    windows_trained: int = 0  # all ranks' windows
 
 
 @dataclass
@@ -601,10 +610,22 @@ def write_summary(run_dir: Path, log: MetricsLog, early: EarlyStopping, state: T
                "best_metric": early.metric, "best_value": early.best_value, "best_step": early.best_step,
                "start": row(evals[0]) if evals and evals[0]["step"] == 0 else None,
                "best": row(best), "end": row(end_record),
-               "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps}
+               "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps,
+               "timing": {"train_seconds": state.train_seconds, "windows_trained": state.windows_trained,
+                          "train_windows_per_s": state.windows_trained / max(state.train_seconds, 1e-9),
+                          "peak_rss_mib": peak_rss_mib()}}
     if write_file:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def print_before_after(summary: dict) -> None:
@@ -621,5 +642,7 @@ def print_before_after(summary: dict) -> None:
                         else f"{record.get(key, float('nan')):>11.2f}" for _, key in TABLE_COLUMNS)
         lines.append(f"{tag:<14}{cells}")
     print("\n" + "\n".join(lines))
+    timing = summary["timing"]
     print(f"({summary['reason']}; best {summary['best_metric']} at step {summary['best_step']}; "
+          f"{timing['train_windows_per_s']:.1f} train windows/s; peak RSS {timing['peak_rss_mib']:.0f} MiB; "
           f"run directory {summary['run_dir']})")
