@@ -374,31 +374,37 @@ def run_ours(args, mode: str) -> dict:
 
     torch.set_num_threads(args.threads) if args.threads else None
     clock = _TrainClock()
-    base_collator, base_evaluate = loop.QACollator, loop.evaluate
+    base_collator = loop.QACollator
+    # The loop evaluates through evaluation.evaluate or, since distributed runs exist, through
+    # distributed.evaluate_distributed(dist, model, windows, examples, ...): wrap whichever it uses.
+    eval_name = next(n for n in ("evaluate_distributed", "evaluate") if hasattr(loop, n))
+    base_evaluate = getattr(loop, eval_name)
 
     class TimedCollator(base_collator):
         def __call__(self, indices):
             clock.batch(len(indices))
             return super().__call__(indices)
 
-    def timed_evaluate(model, windows, examples, **kwargs):
+    def timed_evaluate(*args, **kwargs):
         clock.close_segment()
+        at = next(i for i, a in enumerate(args) if hasattr(a, "example_index"))  # the Windows argument
+        windows, examples = args[at], (args[at + 1] if len(args) > at + 1 else kwargs["examples"])
         began = time.perf_counter()
-        result = base_evaluate(model, windows, examples, **kwargs)
+        result = base_evaluate(*args, **kwargs)
         clock.evaluations.append({"seconds": time.perf_counter() - began, "windows": len(windows),
                                   "n_examples": len(examples), "result": result})
         return result
 
-    loop.QACollator, loop.evaluate = TimedCollator, timed_evaluate
+    loop.QACollator = TimedCollator
+    setattr(loop, eval_name, timed_evaluate)
     run_dir = Path(tempfile.mkdtemp(prefix="ours_"))
     preset = PRESET if mode == "ours-default" else None
     cfg = load_config(preset, ours_overrides(args, mode, run_dir))
     loop.run(cfg)
     clock.close_segment()
-    # Evaluations come in (validation, training subset) pairs after each epoch.
-    n_val = len(load_split(args)[1])
-    val = [e for e in clock.evaluations if e["n_examples"] == n_val][:cfg.train.epochs]
-    train_sub = [e for e in clock.evaluations if e not in val]
+    # run_evaluation() scores validation, then the training subset (when there is one).
+    step = 2 if cfg.eval.train_subset_examples else 1
+    val, train_sub = clock.evaluations[0::step], clock.evaluations[1::step]
     evaluations = [{"exact": e["result"]["exact"], "f1": e["result"]["f1"],
                     "token_acc": 100.0 * e["result"]["token_acc"], "seconds": e["seconds"], "windows": e["windows"]}
                    for e in val]
