@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 from qa_core.config import ConfigError, load_config, to_dict
 from qa_core.loop import TrainingStopped, config_for_resume, run
 from qa_core import sweep
@@ -24,6 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@record  # under torchrun, a failing rank's traceback goes into torchrun's error summary
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.sweep:

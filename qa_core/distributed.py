@@ -46,6 +46,10 @@ class DistributedContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def launcher(self) -> str:
+        """How to start this job again with the same process count (resume needs it)."""
+        return f"torchrun --nproc_per_node {self.world_size}" if self.enabled else "python"
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

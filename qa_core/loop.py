@@ -310,7 +310,7 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
                     path = save_resumable()
                     progress.close()
                     print(f"\nstopped at step {state.step}; resumable checkpoint: {path}\n"
-                          f"continue with: python train.py --resume {run_dir}")
+                          f"continue with: {dist.launcher()} train.py --resume {run_dir}")
                     log.write({"event": "interrupted", "step": state.step, "epoch": epoch})
                     dist.barrier()  # no rank returns before rank 0's files are complete
                     return {"interrupted": True, "run_dir": str(run_dir), "step": state.step}
