@@ -31,6 +31,9 @@ from qa_core.data import read_examples  # noqa: E402
 from qa_core.features import build_windows  # noqa: E402
 from qa_core.tokenization import load_tokenizer  # noqa: E402
 
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from vs_hf_trainer import span_labels  # noqa: E402
+
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 
 
@@ -42,36 +45,12 @@ def default_model_dir() -> Path:
 
 
 def hf_prepare_train_features(hf_tokenizer, examples, max_seq_length, doc_stride):
-    """The standard Hugging Face preprocessing (run_qa.py), returning window count and labels."""
+    """The standard Hugging Face preprocessing (run_qa.py), returning input ids and labels; the
+    offset walk is vs_hf_trainer.py's `span_labels`, the one reference all benchmarks share."""
     encoded = hf_tokenizer([e.question.lstrip() for e in examples], [e.context for e in examples],
                            truncation="only_second", max_length=max_seq_length, stride=doc_stride,
                            return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
-    starts, ends = [], []
-    for i, offsets in enumerate(encoded["offset_mapping"]):
-        input_ids = encoded["input_ids"][i]
-        cls_index = input_ids.index(hf_tokenizer.cls_token_id)
-        sequence_ids = encoded.sequence_ids(i)
-        example = examples[encoded["overflow_to_sample_mapping"][i]]
-        if not example.answer_texts:
-            starts.append(cls_index), ends.append(cls_index)
-            continue
-        start_char = example.answer_starts[0]
-        end_char = start_char + len(example.answer_texts[0])
-        token_start = 0
-        while sequence_ids[token_start] != 1:
-            token_start += 1
-        token_end = len(input_ids) - 1
-        while sequence_ids[token_end] != 1:
-            token_end -= 1
-        if not (offsets[token_start][0] <= start_char and offsets[token_end][1] >= end_char):
-            starts.append(cls_index), ends.append(cls_index)
-            continue
-        while token_start < len(offsets) and offsets[token_start][0] <= start_char:
-            token_start += 1
-        starts.append(token_start - 1)
-        while offsets[token_end][1] >= end_char:
-            token_end -= 1
-        ends.append(token_end + 1)
+    starts, ends = span_labels(encoded, examples, hf_tokenizer.cls_token_id)
     return np.array(encoded["input_ids"]), np.array(starts), np.array(ends)
 
 

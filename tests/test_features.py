@@ -1,9 +1,11 @@
 """Windows and span labels against Hugging Face's run_qa.py preprocessing, run through transformers."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import string
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from tokenizers.processors import TemplateProcessing
 from qa_core import features
 from qa_core.data import QAExample, read_examples
 from qa_core.features import Windows, build_windows
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -27,37 +31,20 @@ def xquad_examples(xquad_path):
 
 
 def hf_prepare_train_features(hf_tokenizer, examples, max_seq_length, doc_stride):
-    """run_qa.py's prepare_train_features: tokenize with overflow, then walk offsets to the span."""
+    """run_qa.py's prepare_train_features: tokenize with overflow, then walk offsets to the span
+    (the walk is the race benchmark's own `span_labels`, so both check the same reference)."""
     encoded = hf_tokenizer([e.question.lstrip() for e in examples], [e.context for e in examples],
                            truncation="only_second", max_length=max_seq_length, stride=doc_stride,
                            return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
-    starts, ends = [], []
-    for i, offsets in enumerate(encoded["offset_mapping"]):
-        input_ids = encoded["input_ids"][i]
-        cls_index = input_ids.index(hf_tokenizer.cls_token_id)
-        sequence_ids = encoded.sequence_ids(i)
-        example = examples[encoded["overflow_to_sample_mapping"][i]]
-        if not example.answer_texts:
-            starts.append(cls_index), ends.append(cls_index)
-            continue
-        start_char = example.answer_starts[0]
-        end_char = start_char + len(example.answer_texts[0])
-        token_start = 0
-        while sequence_ids[token_start] != 1:
-            token_start += 1
-        token_end = len(input_ids) - 1
-        while sequence_ids[token_end] != 1:
-            token_end -= 1
-        if not (offsets[token_start][0] <= start_char and offsets[token_end][1] >= end_char):
-            starts.append(cls_index), ends.append(cls_index)
-            continue
-        while token_start < len(offsets) and offsets[token_start][0] <= start_char:
-            token_start += 1
-        starts.append(token_start - 1)
-        while offsets[token_end][1] >= end_char:
-            token_end -= 1
-        ends.append(token_end + 1)
+    starts, ends = _race_benchmark().span_labels(encoded, examples, hf_tokenizer.cls_token_id)
     return encoded, np.array(starts), np.array(ends)
+
+
+def _race_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_vs_hf_trainer", REPO_ROOT / "benchmarks" / "vs_hf_trainer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def assert_equal_to_hf(windows: Windows, hf_tokenizer, examples, max_seq_length, doc_stride):
