@@ -27,7 +27,7 @@ from torch import nn
 from qa_core.hub import resolve_model_dir
 from qa_core.tokenization import TOKENIZER_FILES
 
-__all__ = ["EncoderConfig", "QAModel", "LoadReport", "CheckpointError", "load_model", "DROPOUT_KINDS"]
+__all__ = ["EncoderConfig", "QAModel", "dropout_attention", "LoadReport", "CheckpointError", "load_model", "DROPOUT_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class SelfAttention(nn.Module):
         # q, k and v in one matmul; the checkpoint mapping splits/joins them.
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
-        # Holds the attention-probability dropout rate; applied inside scaled_dot_product_attention.
+        # Holds the attention-probability dropout rate (used by SDPA or, on CPU, dropout_attention).
         self.dropout = Dropout(config.attention_dropout, "attention")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
@@ -220,18 +220,112 @@ class SelfAttention(nn.Module):
         q, k, v = (self.qkv(x).view(batch, seq_len, 3, self.num_heads, self.head_dim)
                    .permute(2, 0, 3, 1, 4).unbind(0))
         dropout_p = self.dropout.p if self.training else 0.0
-        if key_lengths is not None:
-            # Right-padded batch on CPU: each sequence attends over its real keys only. Padded
-            # keys would get exactly zero weight; skipping them saves most of the score-matrix
-            # work (softmax, dropout) that dominates CPU time. Padded queries are still computed.
-            # unbind, not slicing the batch: a slice's backward allocates a batch-sized zero tensor.
-            qs, ks, vs = q.unbind(0), k.unbind(0), v.unbind(0)
-            context = torch.stack([
-                F.scaled_dot_product_attention(qs[i], ks[i][:, :n], vs[i][:, :n], dropout_p=dropout_p)
+        if dropout_p > 0 and q.device.type == "cpu" and q.dtype == torch.float32 and torch.is_grad_enabled():
+            # SDPA's CPU flash kernel has no dropout, and its math fallback keeps fp32 scores,
+            # probabilities and dropped probabilities for backward: ours keeps probabilities + a bool mask.
+            context = dropout_attention(q, k, v, dropout_p, key_mask=mask, key_lengths=key_lengths)
+        elif key_lengths is not None:
+            # Right-padded batch on single-threaded CPU: each sequence attends over its real keys
+            # only (padded keys would get exactly zero weight). 4-D slices, because SDPA's fused CPU
+            # kernel refuses 3-D input and the math fallback is ~2x slower. Padded queries are kept.
+            context = torch.cat([
+                F.scaled_dot_product_attention(q[i:i + 1], k[i:i + 1, :, :n], v[i:i + 1, :, :n],
+                                               dropout_p=dropout_p)
                 for i, n in enumerate(key_lengths)])
         else:
+            # A boolean [B, 1, 1, S] mask still takes the fused CPU kernel (measured: 4.7x the math path).
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return self.out(context.transpose(1, 2).reshape(batch, seq_len, hidden))
+
+
+def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, *,
+                      key_mask: torch.Tensor | None = None, key_lengths: list[int] | None = None,
+                      drop_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) over allowed keys), dropout with keep-scaling 1/(1-p), @ v.
+
+    q, k, v: [B, H, S, d]. key_mask: bool [B, 1, 1, S], True = attend. key_lengths: the real
+    (right-padded) key count per sequence; then each sequence is computed on its own over
+    those keys (fastest on one thread). drop_mask: bool [B, H, S, S], True = dropped; drawn
+    as independent Bernoulli(p) per element when None (tests pass one to compare)."""
+    if not 0.0 < dropout_p < 1.0:
+        raise ValueError(f"dropout_p = {dropout_p!r}: must be in (0, 1)")
+    if key_lengths is not None:
+        drops = None if drop_mask is None else [drop_mask[i, :, :, :n] for i, n in enumerate(key_lengths)]
+        return _SequenceDropoutAttention.apply(q, k, v, key_lengths, drops, dropout_p)
+    if drop_mask is None:
+        drop_mask = torch.empty(q.shape[:-1] + (k.shape[-2],), dtype=torch.bool,
+                                device=q.device).bernoulli_(dropout_p)
+    pad_bias = None
+    if key_mask is not None:
+        # An additive -inf row is cheaper than a broadcast masked_fill over [B, H, S, S].
+        pad_bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(
+            key_mask.logical_not(), float("-inf"))
+    return _DropoutAttention.apply(q, k, v, pad_bias, drop_mask, dropout_p)
+
+
+class _DropoutAttention(torch.autograd.Function):
+    """Saves q*scale, k, v, the probabilities (fp32) and the drop mask (bool): 5 bytes per score
+    instead of the math SDPA's ~9-12. Scales are applied to the small [S, d] operands."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pad_bias, drop, dropout_p):
+        scale, keep_scale = q.shape[-1] ** -0.5, 1.0 / (1.0 - dropout_p)
+        q_scaled = q * scale
+        probs = torch.matmul(q_scaled, k.transpose(-1, -2))
+        if pad_bias is not None:
+            probs.add_(pad_bias)
+        torch._softmax(probs, -1, False, out=probs)  # in place: no second [B, H, S, S] buffer
+        out = torch.matmul(torch.where(drop, 0.0, probs), v).mul_(keep_scale)
+        ctx.save_for_backward(q_scaled, k, v, probs, drop)
+        ctx.scale, ctx.keep_scale = scale, keep_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_scaled, k, v, probs, drop = ctx.saved_tensors
+        grad_q, grad_k, grad_v = _attention_backward(grad_out, q_scaled, k, v, probs, drop)
+        return (grad_q.mul_(ctx.scale * ctx.keep_scale), grad_k.mul_(ctx.keep_scale),
+                grad_v.mul_(ctx.keep_scale), None, None, None)
+
+
+class _SequenceDropoutAttention(torch.autograd.Function):
+    """_DropoutAttention per sequence over its first n keys: padded keys cost nothing."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_lengths, drops, dropout_p):
+        scale, keep_scale = q.shape[-1] ** -0.5, 1.0 / (1.0 - dropout_p)
+        q_scaled = q * scale
+        out = torch.empty_like(q)
+        saved = []
+        for i, n in enumerate(key_lengths):
+            probs = torch.matmul(q_scaled[i], k[i, :, :n].transpose(-1, -2))
+            torch._softmax(probs, -1, False, out=probs)
+            drop = (drops[i] if drops is not None
+                    else torch.empty(probs.shape, dtype=torch.bool, device=q.device).bernoulli_(dropout_p))
+            torch.matmul(torch.where(drop, 0.0, probs), v[i, :, :n], out=out[i])
+            saved += [probs, drop]
+        ctx.save_for_backward(q_scaled, k, v, *saved)
+        ctx.scale, ctx.keep_scale, ctx.key_lengths = scale, keep_scale, key_lengths
+        return out.mul_(keep_scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_scaled, k, v, *saved = ctx.saved_tensors
+        grad_q, grad_k, grad_v = torch.empty_like(q_scaled), torch.zeros_like(k), torch.zeros_like(v)
+        for i, n in enumerate(ctx.key_lengths):
+            grad_q[i], grad_k[i, :, :n], grad_v[i, :, :n] = _attention_backward(
+                grad_out[i], q_scaled[i], k[i, :, :n], v[i, :, :n], saved[2 * i], saved[2 * i + 1])
+        return (grad_q.mul_(ctx.scale * ctx.keep_scale), grad_k.mul_(ctx.keep_scale),
+                grad_v.mul_(ctx.keep_scale), None, None, None)
+
+
+def _attention_backward(grad_out, q_scaled, k, v, probs, drop):
+    """Gradients of (where(drop, 0, probs) @ v) w.r.t. q_scaled, k, v, before the constant scales."""
+    grad_v = torch.matmul(torch.where(drop, 0.0, probs).transpose(-1, -2), grad_out)
+    grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).masked_fill_(drop, 0.0)
+    grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+    del grad_probs
+    return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-1, -2), q_scaled), grad_v
 
 
 class TransformerBlock(nn.Module):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import build_tiny_checkpoint
 from qa_core.modeling import (CheckpointError, Dropout, EncoderConfig, QAModel, checkpoint_names,
+                              dropout_attention,
                               load_model, right_padded_lengths,
                               use_per_sequence_attention)
 
@@ -463,3 +464,68 @@ def test_model_contract_attributes(model_type, tiny_distilbert_dir, tiny_bert_di
     # Every parameter belongs to embeddings, a layer or the head (layer-wise LR decay relies on it).
     owned = {id(p) for part in (model.embeddings, *model.layers, model.qa_outputs) for p in part.parameters()}
     assert owned == {id(p) for p in model.parameters()}
+
+
+# ----------------------------------------------------------------------------- attention dropout (CPU path)
+
+def reference_dropout_attention(q, k, v, dropout_p, key_mask, drop_mask):
+    """The textbook formula, one op at a time, with the same drop mask."""
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, float("-inf"))
+    return (scores.softmax(-1) * (~drop_mask) / (1 - dropout_p)) @ v
+
+
+@pytest.mark.parametrize("route", ["no_mask", "key_mask", "key_lengths"])
+def test_dropout_attention_equals_reference_with_the_same_mask(route):
+    g = torch.Generator().manual_seed(3)
+    batch, heads, seq, dim, p = 3, 2, 11, 4, 0.3
+    q, k, v = (torch.randn(batch, heads, seq, dim, generator=g, dtype=torch.float64).float().requires_grad_()
+               for _ in range(3))
+    lengths = [11, 6, 1]
+    key_mask = (torch.arange(seq)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
+    drop = torch.rand(batch, heads, seq, seq, generator=g) < p
+    kwargs = {"no_mask": {}, "key_mask": {"key_mask": key_mask},
+              "key_lengths": {"key_mask": key_mask, "key_lengths": lengths}}[route]
+    out = dropout_attention(q, k, v, p, drop_mask=drop, **kwargs)
+    ref = reference_dropout_attention(q, k, v, p, kwargs.get("key_mask"), drop)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    upstream = torch.randn(out.shape, generator=g)
+    ours = torch.autograd.grad(out, (q, k, v), upstream)
+    theirs = torch.autograd.grad(ref, (q, k, v), upstream)
+    for name, a, b in zip("qkv", ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m: f"grad {name}: {m}")
+    if route != "no_mask":  # padded keys get no gradient at all
+        assert not ours[1][2, :, 1:].any() and not ours[2][1, :, 6:].any()
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_dropout_attention_drops_each_probability_independently_and_rescales(with_lengths):
+    # v = identity over keys makes the output the dropped, rescaled probability matrix itself.
+    torch.manual_seed(0)
+    heads, seq, p = 4, 64, 0.25
+    q, k = torch.randn(1, heads, seq, seq), torch.randn(1, heads, seq, seq)
+    v = torch.eye(seq).expand(1, heads, seq, seq)
+    out = dropout_attention(q, k, v, p, key_lengths=[seq] if with_lengths else None)
+    probs = (q @ k.transpose(-1, -2) / seq ** 0.5).softmax(-1)
+    kept = out != 0
+    torch.testing.assert_close(out[kept], probs[kept] / (1 - p), atol=1e-6, rtol=1e-5)
+    n = kept.numel()
+    dropped_fraction = 1 - kept.float().mean().item()
+    assert abs(dropped_fraction - p) < 4 * (p * (1 - p) / n) ** 0.5   # 16384 Bernoulli draws
+    assert not torch.equal(kept[0, 0], kept[0, 1])                    # heads draw their own masks
+
+
+def test_training_with_attention_dropout_takes_the_lean_cpu_path(tiny_bert_dir, monkeypatch):
+    import qa_core.modeling as modeling
+    calls = []
+    real = modeling.dropout_attention
+    monkeypatch.setattr(modeling, "dropout_attention", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    model = load_model(tiny_bert_dir, dropout={"attention": 0.2}).train()
+    ids, mask, types, start, end = make_batch(2, 16, seed=4)
+    span_loss(*model(ids, mask, types), start, end).backward()
+    assert len(calls) == model.config.num_layers
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        model.eval()(ids, mask, types)
+    assert len(calls) == model.config.num_layers  # evaluation stays on SDPA's fused kernel
