@@ -25,8 +25,10 @@ compare. Checkpointing and the start-of-run evaluation are off on both sides (no
 Measured per run:
   train windows/s   windows trained / time in the epochs' training segments (evaluation and
                     checkpointing excluded). HF: on_epoch_begin -> on_epoch_end of a
-                    TrainerCallback; ours: first batch of an epoch -> the evaluation after it.
-  eval windows/s    validation windows / (forward passes + n-best postprocessing + EM/F1).
+                    TrainerCallback; ours: the loop's own clock (summary.json "timing":
+                    optimizer steps only). win/cpu-s: HF only (the loop clocks wall time).
+  eval windows/s    validation windows / (forward passes + n-best postprocessing + EM/F1);
+                    ours from the loop's metrics.jsonl "eval" events (timing.val).
   peak RSS (MiB), EM/F1 after each epoch, final train/val token accuracy in percent
   (qa_core.metrics.token_accuracy on both sides: argmax of start and end logits over the
   window's real tokens vs the labels, mean of the two accuracies; train = the same fixed
@@ -343,73 +345,34 @@ def ours_overrides(args, mode: str, run_dir: Path) -> list[str]:
     return shared
 
 
-class _TrainClock:
-    """Training time as the loop spends it: from the first batch after an evaluation (or the
-    start) to the next evaluation; evaluations are timed call by call."""
-
-    def __init__(self):
-        self.seconds = self.cpu_seconds = 0.0
-        self.windows = 0
-        self.segment_began: float | None = None
-        self.cpu_began = 0.0
-        self.evaluations: list[dict] = []
-
-    def batch(self, n_windows: int) -> None:
-        if self.segment_began is None:
-            self.segment_began, self.cpu_began = time.perf_counter(), time.process_time()
-        self.windows += n_windows
-
-    def close_segment(self) -> None:
-        if self.segment_began is not None:
-            self.seconds += time.perf_counter() - self.segment_began
-            self.cpu_seconds += time.process_time() - self.cpu_began
-            self.segment_began = None
-
-
 def run_ours(args, mode: str) -> dict:
+    """train.py's loop as it is: its own figures (summary.json "timing", metrics.jsonl eval events)."""
     import torch
 
     import qa_core.loop as loop
     from qa_core.config import load_config
 
     torch.set_num_threads(args.threads) if args.threads else None
-    clock = _TrainClock()
-    base_collator = loop.QACollator
-    # The loop evaluates through evaluation.evaluate or, since distributed runs exist, through
-    # distributed.evaluate_distributed(dist, model, windows, examples, ...): wrap whichever it uses.
-    eval_name = next(n for n in ("evaluate_distributed", "evaluate") if hasattr(loop, n))
-    base_evaluate = getattr(loop, eval_name)
-
-    class TimedCollator(base_collator):
-        def __call__(self, indices):
-            clock.batch(len(indices))
-            return super().__call__(indices)
-
-    def timed_evaluate(*args, **kwargs):
-        clock.close_segment()
-        at = next(i for i, a in enumerate(args) if hasattr(a, "example_index"))  # the Windows argument
-        windows, examples = args[at], (args[at + 1] if len(args) > at + 1 else kwargs["examples"])
-        began = time.perf_counter()
-        result = base_evaluate(*args, **kwargs)
-        clock.evaluations.append({"seconds": time.perf_counter() - began, "windows": len(windows),
-                                  "n_examples": len(examples), "result": result})
-        return result
-
-    loop.QACollator = TimedCollator
-    setattr(loop, eval_name, timed_evaluate)
     run_dir = Path(tempfile.mkdtemp(prefix="ours_"))
     preset = PRESET if mode == "ours-default" else None
     cfg = load_config(preset, ours_overrides(args, mode, run_dir))
-    loop.run(cfg)
-    clock.close_segment()
-    # run_evaluation() scores validation, then the training subset (when there is one).
-    step = 2 if cfg.eval.train_subset_examples else 1
-    val, train_sub = clock.evaluations[0::step], clock.evaluations[1::step]
-    evaluations = [{"exact": e["result"]["exact"], "f1": e["result"]["f1"],
-                    "token_acc": 100.0 * e["result"]["token_acc"], "seconds": e["seconds"], "windows": e["windows"]}
-                   for e in val]
-    train_acc = 100.0 * train_sub[-1]["result"]["token_acc"] if train_sub else float("nan")
-    return summarise(mode, clock.windows, clock.seconds, clock.cpu_seconds, evaluations, train_acc)
+    summary = loop.run(cfg)
+    timing = summary["timing"]  # train_seconds: optimizer work only, evaluation excluded
+    events = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [{"exact": e["val_exact"], "f1": e["val_f1"], "token_acc": 100.0 * e["val_token_acc"],
+                    **eval_time(e["timing"]["val"])} for e in events if e["event"] == "eval"]
+    train_acc = next((100.0 * e["train_token_acc"] for e in reversed(events)
+                      if e["event"] == "eval" and "train_token_acc" in e), float("nan"))
+    # The loop clocks wall time only; its CPU seconds are not split from evaluation's (nan).
+    result = summarise(mode, timing["windows_trained"], timing["train_seconds"], float("nan"), evaluations, train_acc)
+    result["peak_rss_mib"] = timing["peak_rss_mib"]
+    return result
+
+
+def eval_time(timings: dict) -> dict:
+    """An evaluation's windows and seconds including postprocessing and metrics, from its timings."""
+    seconds = timings["forward_s"] + timings["postprocess_s"] + timings["metrics_s"]
+    return {"seconds": seconds, "windows": round(timings["windows_per_s"] * timings["forward_s"])}
 
 
 # ============================================================================ driver
@@ -495,6 +458,12 @@ def run_all(args) -> list[dict]:
     return results
 
 
+def ratio(ours: float, hf: float) -> float | None:
+    """ours / hf rounded; None (JSON null) where a side has no figure (nan)."""
+    value = ours / hf if hf else float("nan")
+    return None if value != value else round(value, 3)
+
+
 def ratios(results: list[dict]) -> dict:
     by_mode = {r["mode"]: r for r in results}
     out = {}
@@ -504,17 +473,16 @@ def ratios(results: list[dict]) -> dict:
         a, b = by_mode[ours], by_mode[hf]
         out[pair] = {
             "pair": f"{ours} / {hf}",
-            "train_windows_per_s": round(a["train_windows_per_s"] / b["train_windows_per_s"], 3),
-            "train_windows_per_cpu_s": round(a["train_windows_per_cpu_s"] / b["train_windows_per_cpu_s"], 3),
-            "eval_windows_per_s": round(a["eval_windows_per_s"] / b["eval_windows_per_s"], 3),
-            "peak_rss": round(a["peak_rss_mib"] / b["peak_rss_mib"], 3),
+            **{key: ratio(a[field], b[field]) for key, field in (
+                ("train_windows_per_s", "train_windows_per_s"), ("train_windows_per_cpu_s", "train_windows_per_cpu_s"),
+                ("eval_windows_per_s", "eval_windows_per_s"), ("peak_rss", "peak_rss_mib"))},
             "exact_diff": round(a["epochs"][-1]["exact"] - b["epochs"][-1]["exact"], 2) if a["epochs"] and b["epochs"] else None,
             "f1_diff": round(a["epochs"][-1]["f1"] - b["epochs"][-1]["f1"], 2) if a["epochs"] and b["epochs"] else None,
         }
     # The issue's eval target is against HF's default recipe.
     if "ours-same" in by_mode and "hf-default" in by_mode:
-        out["eval_vs_hf_default"] = round(by_mode["ours-same"]["eval_windows_per_s"]
-                                          / by_mode["hf-default"]["eval_windows_per_s"], 3)
+        out["eval_vs_hf_default"] = ratio(by_mode["ours-same"]["eval_windows_per_s"],
+                                          by_mode["hf-default"]["eval_windows_per_s"])
     return out
 
 
