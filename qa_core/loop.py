@@ -219,7 +219,7 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
                 # step has fewer): summed over micro-batches and ranks this is exactly the big
                 # batch's mean loss.
                 step_windows = global_step_windows(global_batch_sizes, first, accum)
-                step_clock = time.perf_counter()
+                step_clock, step_cpu_clock = time.perf_counter(), time.process_time()
                 step_loss = torch.zeros((), device=device)
                 for i, indices in enumerate(micro_batches):
                     # A rank left without windows by the ragged last batch of an epoch runs window 0
@@ -290,6 +290,7 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
                     ema.update(model)
                 state.step += 1
                 state.train_seconds += time.perf_counter() - step_clock  # optimizer work only, no eval
+                state.train_cpu_seconds += time.process_time() - step_cpu_clock  # all threads; robust to load
                 state.windows_trained += step_windows
                 progress.update(1)
 
@@ -376,6 +377,7 @@ class TrainState:
     nonfinite_total: int = 0
     scaler_skipped_steps: int = 0
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
     windows_trained: int = 0  # all ranks' windows
 
 
@@ -611,7 +613,8 @@ def write_summary(run_dir: Path, log: MetricsLog, early: EarlyStopping, state: T
                "start": row(evals[0]) if evals and evals[0]["step"] == 0 else None,
                "best": row(best), "end": row(end_record),
                "nonfinite_skipped": state.nonfinite_total, "scaler_skipped": state.scaler_skipped_steps,
-               "timing": {"train_seconds": state.train_seconds, "windows_trained": state.windows_trained,
+               "timing": {"train_seconds": state.train_seconds, "train_cpu_seconds": state.train_cpu_seconds,
+                          "windows_trained": state.windows_trained,
                           "train_windows_per_s": state.windows_trained / max(state.train_seconds, 1e-9),
                           "peak_rss_mib": peak_rss_mib()}}
     if write_file:
