@@ -74,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--group-by-length", action="store_true", help="batch windows of similar length together")
     p.add_argument("--pad-to-max", action="store_true", help="pad every batch to --seq-len (no dynamic padding)")
+    p.add_argument("--pad-multiple", type=int, default=0,
+                   help="round each batch's width up to a multiple of this (train.pad_to_multiple_of)")
     p.add_argument("--precision", choices=tuple(AUTOCAST_DTYPES), default="fp32")
     p.add_argument("--sdpa-backend", choices=("auto", "math", "flash", "efficient", "cudnn"), default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -86,6 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="peak TFLOP/s for MFU (default: table by GPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, profile N more steps and print the top operators (torch.profiler)")
     args = p.parse_args(argv)
     args.min_len = args.min_len or args.seq_len
     if not 8 <= args.min_len <= args.seq_len:
@@ -148,6 +152,8 @@ def synthetic_batches(args, n_batches: int, uses_token_type_ids: bool, rng: np.r
     for indices in list(sampler)[:n_batches]:
         lens = lengths[indices]
         width = args.seq_len if args.pad_to_max else int(lens.max())
+        if args.pad_multiple:
+            width = min(args.seq_len, -(-width // args.pad_multiple) * args.pad_multiple)
         real = np.arange(width)[None, :] < lens[:, None]
         ids = np.where(real, rng.integers(1000, args.vocab if not args.model else 30000, size=(len(lens), width)), 0)
         ids[:, 0] = 101
@@ -214,6 +220,8 @@ def measure(args, model, batches: list[dict], device: torch.device, *, train: bo
             step(batch)
         synchronize(device)
         seconds = time.perf_counter() - began
+        if args.profile:
+            print_profile(step, on_device[args.warmup:][:args.profile], device, train=train)
 
     timed = on_device[args.warmup:]
     real = np.concatenate([b["lengths"] for b in timed])
@@ -235,6 +243,20 @@ def measure(args, model, batches: list[dict], device: torch.device, *, train: bo
         "hardware_flops_util": hardware_flops / seconds / 1e12 / peak if peak else None,
         "peak_memory_mib": peak_memory_mib(device),
     }
+
+
+def print_profile(step, batches: list[dict], device: torch.device, *, train: bool) -> None:
+    """Top operators of a few steps by self time (where a slow shape or kernel choice shows up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for batch in batches:
+            step(batch)
+        synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"--- profile ({'train' if train else 'infer'}, {len(batches)} steps, sorted by {sort_by})")
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=15, max_name_column_width=60))
 
 
 def synchronize(device: torch.device) -> None:
@@ -273,7 +295,7 @@ def main(argv=None) -> dict:
         "dropout": model.dropout_report(),
         "precision": args.precision, "sdpa_backend": args.sdpa_backend, "compile": args.compile,
         "batch": args.batch, "seq_len": args.seq_len, "min_len": args.min_len,
-        "group_by_length": args.group_by_length, "pad_to_max": args.pad_to_max,
+        "group_by_length": args.group_by_length, "pad_to_max": args.pad_to_max, "pad_multiple": args.pad_multiple,
         "warmup": args.warmup, "iters": args.iters, "peak_tflops": peak, "peak_source": peak_source,
     }
     for mode in args.modes:

@@ -139,3 +139,12 @@ def test_hf_postprocessing_equals_qa_core(bench, xquad_examples, hf_tokenizer, m
     ours = postprocess_predictions(start, end, windows, xquad_examples, n_best=20, max_answer_length=30)
     assert [hf_answers[e.id] for e in xquad_examples] == [p.text for p in ours]
     assert len({p.text for p in ours}) > len(xquad_examples) // 2  # real, varied spans, not a constant
+
+
+def test_throughput_pad_multiple_rounds_each_batch_up():
+    # Batches of 3 windows of 40..64 tokens: their longest (> 32) rounds up to 64 with --pad-multiple 32.
+    out = run_throughput("--seq-len", "64", "--min-len", "40", "--pad-multiple", "32", "--modes", "infer")
+    r = out["infer"]
+    assert out["pad_multiple"] == 32
+    assert r["padded_tokens_per_s"] == pytest.approx(r["windows_per_s"] * 64)
+    assert r["padding_fraction"] > 0

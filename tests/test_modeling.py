@@ -529,3 +529,20 @@ def test_training_with_attention_dropout_takes_the_lean_cpu_path(tiny_bert_dir, 
     with torch.no_grad():
         model.eval()(ids, mask, types)
     assert len(calls) == model.config.num_layers  # evaluation stays on SDPA's fused kernel
+
+
+def test_masked_batches_on_cuda_avoid_cudnn_attention():
+    """cuDNN attention rebuilds a graph per sequence length (9x slower on dynamically padded
+    batches on an H100): masked CUDA batches allow memory-efficient and math SDPA only."""
+    from qa_core.modeling import masked_attention_backends
+
+    cuda = torch.device("cuda")
+    before = (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled())
+    with masked_attention_backends(cuda, masked=True):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert not torch.backends.cuda.flash_sdp_enabled()  # flash takes no mask anyway
+        assert torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+    assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == before
+    for device, masked in ((cuda, False), (torch.device("cpu"), True)):
+        with masked_attention_backends(device, masked=masked):
+            assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == before
