@@ -125,6 +125,10 @@ class TrainConfig:
     # Windows per micro-batch; an optimizer step sees batch_size * grad_accum_steps windows.
     batch_size: int = 16
     grad_accum_steps: int = 1
+    # Forward/backward a batch in pieces of at most this many windows (0 = the whole batch at
+    # once). The optimizer step is the same (the loss is normalised by the step's windows); peak
+    # memory follows the piece, not the batch. On CPU, pieces of 4 also ran slightly faster.
+    micro_batch_size: int = 0
     # 0 = run all epochs; otherwise stop after this many optimizer steps.
     max_steps: int = 0
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
@@ -230,6 +234,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "train.epochs": (1, 10_000, True),
     "train.batch_size": (1, 1 << 20, True),
     "train.grad_accum_steps": (1, 1 << 20, True),
+    "train.micro_batch_size": (0, 1 << 20, True),
     "train.max_steps": (0, float("inf"), True),
     "train.pad_to_multiple_of": (0, 1024, True),
     "train.log_every": (1, float("inf"), True),

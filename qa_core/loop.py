@@ -221,12 +221,14 @@ def train(cfg: Config, dist: DistributedContext, *, config_path=None, resume=Non
                 step_windows = global_step_windows(global_batch_sizes, first, accum)
                 step_clock, step_cpu_clock = time.perf_counter(), time.process_time()
                 step_loss = torch.zeros((), device=device)
-                for i, indices in enumerate(micro_batches):
+                pieces = [piece for indices in micro_batches
+                          for piece in split_batch(indices, cfg.train.micro_batch_size, collate.windows.lengths)]
+                for i, indices in enumerate(pieces):
                     # A rank left without windows by the ragged last batch of an epoch runs window 0
                     # at weight 0: every rank must join DDP's gradient all-reduce.
                     weight = 1.0 if len(indices) else 0.0
-                    # Under DDP only the last micro-batch of a step all-reduces the gradients.
-                    with no_sync_unless_last(train_model, is_last=i == len(micro_batches) - 1):
+                    # Under DDP only the last piece of a step all-reduces the gradients.
+                    with no_sync_unless_last(train_model, is_last=i == len(pieces) - 1):
                         batch = {k: v.to(device, non_blocking=True) for k, v in collate(indices or [0]).items()}
                         inputs = (batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
                         targets = (batch["start_positions"], batch["end_positions"])
@@ -511,6 +513,15 @@ def check_same_world_size(run_dir: Path, resumed_state: dict, world_size: int) -
 
 def config_for_resume(run_dir: str | Path) -> Config:
     return load_config(Path(run_dir) / "config.toml")
+
+
+def split_batch(indices: list[int], piece_size: int, lengths) -> list[list[int]]:
+    """A batch's windows in pieces of at most piece_size (0: one piece), shortest first so each
+    piece pads only to its own longest window. An empty batch stays one empty piece."""
+    if not piece_size or len(indices) <= piece_size:
+        return [indices]
+    ordered = sorted(indices, key=lambda i: (int(lengths[i]), i))
+    return [ordered[i:i + piece_size] for i in range(0, len(ordered), piece_size)]
 
 
 def pick_device(name: str) -> torch.device:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qa_core import dropout as fast_dropout
 from qa_core.hub import resolve_model_dir
 from qa_core.tokenization import TOKENIZER_FILES
 
@@ -169,11 +170,15 @@ class EncoderConfig:
 # --------------------------------------------------------------------------- modules
 
 class Dropout(nn.Dropout):
-    """nn.Dropout tagged with its kind ("hidden", "attention" or "head") for overrides and reports."""
+    """nn.Dropout tagged with its kind ("hidden", "attention" or "head") for overrides and reports;
+    on CPU its masks come from qa_core.dropout (torch's CPU bernoulli_ is single-threaded and slow)."""
 
     def __init__(self, p: float, kind: str):
         super().__init__(p)
         self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout.dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, kind={self.kind}"
@@ -254,8 +259,7 @@ def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
         drops = None if drop_mask is None else [drop_mask[i, :, :, :n] for i, n in enumerate(key_lengths)]
         return _SequenceDropoutAttention.apply(q, k, v, key_lengths, drops, dropout_p)
     if drop_mask is None:
-        drop_mask = torch.empty(q.shape[:-1] + (k.shape[-2],), dtype=torch.bool,
-                                device=q.device).bernoulli_(dropout_p)
+        drop_mask = fast_dropout.bernoulli_mask(q.shape[:-1] + (k.shape[-2],), dropout_p, device=q.device)
     pad_bias = None
     if key_mask is not None:
         # An additive -inf row is cheaper than a broadcast masked_fill over [B, H, S, S].
@@ -275,7 +279,7 @@ class _DropoutAttention(torch.autograd.Function):
         scale, keep_scale = q.shape[-1] ** -0.5, 1.0 / (1.0 - dropout_p)
         q_scaled = q * scale
         probs = _probabilities(q_scaled, k, pad_bias)
-        out = torch.matmul(torch.where(drop, 0.0, probs), v).mul_(keep_scale)
+        out = torch.matmul(probs.masked_fill_(drop, 0.0), v).mul_(keep_scale)  # backward recomputes probs
         ctx.save_for_backward(q_scaled, k, v, pad_bias, drop)
         ctx.scale, ctx.keep_scale = scale, keep_scale
         return out
@@ -284,7 +288,7 @@ class _DropoutAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         q_scaled, k, v, pad_bias, drop = ctx.saved_tensors
         probs = _probabilities(q_scaled, k, pad_bias)
-        grad_q, grad_k, grad_v = _attention_backward(grad_out, q_scaled, k, v, probs, drop)
+        grad_q, grad_k, grad_v = _attention_backward(grad_out, q_scaled, k, v, probs, drop, probs_scratch=True)
         return (grad_q.mul_(ctx.scale * ctx.keep_scale), grad_k.mul_(ctx.keep_scale),
                 grad_v.mul_(ctx.keep_scale), None, None, None)
 
@@ -310,8 +314,7 @@ class _SequenceDropoutAttention(torch.autograd.Function):
         for i, n in enumerate(key_lengths):
             probs = torch.matmul(q_scaled[i], k[i, :, :n].transpose(-1, -2))
             torch._softmax(probs, -1, False, out=probs)
-            drop = (drops[i] if drops is not None
-                    else torch.empty(probs.shape, dtype=torch.bool, device=q.device).bernoulli_(dropout_p))
+            drop = drops[i] if drops is not None else fast_dropout.bernoulli_mask(probs.shape, dropout_p)
             torch.matmul(torch.where(drop, 0.0, probs), v[i, :, :n], out=out[i])
             saved += [probs, drop]
         ctx.save_for_backward(q_scaled, k, v, *saved)
@@ -329,12 +332,15 @@ class _SequenceDropoutAttention(torch.autograd.Function):
                 grad_v.mul_(ctx.keep_scale), None, None, None)
 
 
-def _attention_backward(grad_out, q_scaled, k, v, probs, drop):
-    """Gradients of (where(drop, 0, probs) @ v) w.r.t. q_scaled, k, v, before the constant scales."""
-    grad_v = torch.matmul(torch.where(drop, 0.0, probs).transpose(-1, -2), grad_out)
+def _attention_backward(grad_out, q_scaled, k, v, probs, drop, *, probs_scratch: bool = False):
+    """Gradients of (where(drop, 0, probs) @ v) w.r.t. q_scaled, k, v, before the constant scales.
+    probs_scratch: probs may be overwritten (recomputed ones), saving one [B, H, S, S] buffer."""
     grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).masked_fill_(drop, 0.0)
     grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
     del grad_probs
+    dropped = probs.masked_fill_(drop, 0.0) if probs_scratch else torch.where(drop, 0.0, probs)
+    grad_v = torch.matmul(dropped.transpose(-1, -2), grad_out)
+    del dropped
     return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-1, -2), q_scaled), grad_v
 
 

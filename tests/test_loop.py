@@ -52,15 +52,18 @@ def records_without_timing(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "timing"} for line in lines]
 
 
-def test_gradient_accumulation_equals_big_batch(tiny_bert_dir, tmp_path):
-    # 20 windows: 4 x 2 windows per step == 8 windows per step, including the short last
-    # step (4 windows: 2 x 2 accumulated vs one batch of 4).
+@pytest.mark.parametrize("split", [("train.batch_size=2", "train.grad_accum_steps=4"),
+                                   ("train.batch_size=8", "train.micro_batch_size=3")],
+                         ids=["grad-accum-4x2", "micro-batches-of-3"])
+def test_gradient_accumulation_equals_big_batch(tiny_bert_dir, tmp_path, split):
+    # 20 windows: 4 x 2 windows per step (or pieces of 3, 3, 2) == 8 windows per step, including
+    # the short last step (4 windows: 2 x 2 accumulated, or pieces of 3 and 1, vs one batch of 4).
     # optim.eps=1e-6: Adam divides by sqrt(v) + eps, so with the default 1e-8 a gradient
     # entry near 1e-9 turns float summation-order noise into a visible update difference.
     common = ("train.shuffle=false", "train.group_by_length=false", "eval.every_epoch=false",
               "eval.at_start=false", "optim.weight_decay=0.01", "optim.eps=1e-6", "train.epochs=2")
     _, big = run_tiny(tiny_bert_dir, tmp_path, "big", "train.batch_size=8", *common)
-    _, acc = run_tiny(tiny_bert_dir, tmp_path, "acc", "train.batch_size=2", "train.grad_accum_steps=4", *common)
+    _, acc = run_tiny(tiny_bert_dir, tmp_path, "acc", *split, *common)
     big_losses = [r["loss"] for r in records_without_timing(big) if r["event"] == "train"]
     acc_losses = [r["loss"] for r in records_without_timing(acc) if r["event"] == "train"]
     assert len(big_losses) == len(acc_losses) == 6  # ceil(20 / 8) = 3 steps per epoch
@@ -204,3 +207,11 @@ def test_bad_resume_and_existing_run_dir(tiny_bert_dir, tmp_path):
     loop.run(cfg)
     with pytest.raises(FileExistsError, match="set run.overwrite=true"):
         loop.run(cfg)
+
+
+def test_split_batch_pieces_shortest_first():
+    lengths = [50, 10, 40, 30, 20]
+    assert loop.split_batch([0, 1, 2, 3, 4], 2, lengths) == [[1, 4], [3, 2], [0]]
+    assert loop.split_batch([0, 1, 2], 0, lengths) == [[0, 1, 2]]  # 0: the whole batch
+    assert loop.split_batch([2, 0], 4, lengths) == [[2, 0]]  # fits: order kept
+    assert loop.split_batch([], 3, lengths) == [[]]  # an empty rank batch stays one (weight-0) piece
