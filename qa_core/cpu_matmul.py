@@ -1,0 +1,77 @@
+"""fp32 linear layers through oneDNN on CPU, forward and backward.
+
+torch sends an fp32 `F.linear` on CPU to MKL's sgemm. On the AMD EPYC of the development
+machine MKL does not take its AVX-512 path: a MiniLM feed-forward GEMM (5280 x 384 x 1536)
+ran at 165-200 GFLOP/s there, and the same product through oneDNN (bundled with torch,
+`torch.ops.mkldnn._linear_pointwise`) at 410-450 GFLOP/s forward and for the input gradient,
+260-310 for the weight gradient. Same fp32 arithmetic, another summation order: results
+differ from MKL's by float rounding only (tests/test_cpu_matmul.py).
+
+`linear(x, weight, bias)` uses it for fp32 CPU tensors outside autocast when oneDNN is
+available and enabled (`set_enabled`, or QA_CORE_CPU_MATMUL=torch in the environment to
+turn it off); everything else goes to F.linear.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+_enabled = os.environ.get("QA_CORE_CPU_MATMUL", "onednn").lower() != "torch"
+
+
+def available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn the oneDNN path on or off for this process (off: every linear is F.linear)."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def enabled() -> bool:
+    return _enabled and available()
+
+
+def _mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b.T (+ bias) for 2-D a [M, K], b [N, K], by oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, weight)
+        ctx.has_bias, ctx.input_shape = bias is not None, x.shape
+        return _mm_t(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, weight = ctx.saved_tensors
+        g2 = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _mm_t(g2, weight.t()).view(ctx.input_shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = _mm_t(g2.t(), x2.t())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g2.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, by oneDNN for fp32 CPU tensors outside autocast."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and x.dim() >= 2 and enabled() and not torch.is_autocast_enabled("cpu")):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(torch.nn.Linear):
+    """nn.Linear whose forward is `linear` above (same parameters, same state_dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
