@@ -164,7 +164,7 @@ def global_step_windows(global_batch_sizes: Sequence[int], first: int, accum: in
 def evaluate_distributed(ctx: DistributedContext, model, windows, examples: Sequence, *, batch_size: int = 64,
                          device="cpu", autocast_dtype=None, n_best: int = 20, max_answer_length: int = 30,
                          version_2: bool = False, null_threshold: float = 0.0, collator=None,
-                         progress: bool = False) -> dict:
+                         progress: bool = False, piece_size: int = 0) -> dict:
     """evaluation.evaluate() with the forward pass split across ranks.
 
     The length-sorted batches are exactly evaluate()'s, dealt round-robin to the ranks, so
@@ -177,7 +177,7 @@ def evaluate_distributed(ctx: DistributedContext, model, windows, examples: Sequ
                   null_threshold=null_threshold)
     if not ctx.enabled:
         return evaluate(model, windows, examples, batch_size=batch_size, device=device, autocast_dtype=autocast_dtype,
-                        collator=collator, progress=progress, **kwargs)
+                        collator=collator, progress=progress, piece_size=piece_size, **kwargs)
     if len(windows) == 0:
         raise ValueError("no windows to evaluate: build them from the examples with features.build_windows")
     collator = collator or QACollator(windows, use_token_type_ids=model.uses_token_type_ids)
@@ -193,7 +193,7 @@ def evaluate_distributed(ctx: DistributedContext, model, windows, examples: Sequ
     try:
         local_losses = forward_batches(model, mine, collator, local_start, local_end, rows=local_rows,
                                        device=torch.device(device), autocast_dtype=autocast_dtype,
-                                       progress=progress and ctx.is_main)
+                                       progress=progress and ctx.is_main, piece_size=piece_size)
     finally:
         model.train(was_training)
     gathered = ctx.gather_object((local_start, local_end, local_losses))

@@ -24,12 +24,14 @@ _PAD_LOGIT = np.finfo(np.float32).min
 
 def evaluate(model, windows, examples: Sequence, *, batch_size: int = 64, device="cpu", autocast_dtype=None,
              n_best: int = 20, max_answer_length: int = 30, version_2: bool = False, null_threshold: float = 0.0,
-             collator=None, progress: bool = False) -> dict:
+             collator=None, progress: bool = False, piece_size: int = 0) -> dict:
     """Scores of `model` on `windows` (built from `examples`, all windows kept).
 
     model(input_ids, attention_mask, token_type_ids=None) -> (start_logits, end_logits), on
     `device` already; its train/eval mode is restored afterwards. autocast_dtype (e.g.
     torch.bfloat16) runs the forward under torch.autocast; logits are kept in float32.
+    piece_size > 0 runs each batch's forward in pieces of that many windows (less memory; each
+    piece pads to its own longest window, which changes no real logit).
 
     Returns numbers: loss (qa_loss, mean over windows), start_acc, end_acc, token_acc,
     span_acc (metrics.token_accuracy), exact and f1 (percent; SQuAD v2 adds the HasAns_/NoAns_
@@ -52,7 +54,7 @@ def evaluate(model, windows, examples: Sequence, *, batch_size: int = 64, device
     model.eval()
     try:
         batch_losses = forward_batches(model, batches, collator, start, end, device=device,
-                                       autocast_dtype=autocast_dtype, progress=progress)
+                                       autocast_dtype=autocast_dtype, progress=progress, piece_size=piece_size)
     finally:
         model.train(was_training)
     t1 = time.perf_counter()
@@ -107,10 +109,11 @@ def logit_buffers(n: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def forward_batches(model, batches, collator, start, end, *, rows=None, device="cpu", autocast_dtype=None,
-                    progress: bool = False) -> list[float]:
+                    progress: bool = False, piece_size: int = 0) -> list[float]:
     """Runs `model` in inference mode on each batch of window indices and writes its float32
     logits into rows of start/end (rows[b] for batch b; default the window indices
-    themselves), padding = _PAD_LOGIT. Returns each batch's summed loss."""
+    themselves), padding = _PAD_LOGIT. Returns each batch's summed loss. piece_size > 0:
+    each batch runs in consecutive pieces of at most that many windows."""
     device = torch.device(device)
     width = start.shape[1]
     rows = batches if rows is None else rows
@@ -123,16 +126,21 @@ def forward_batches(model, batches, collator, start, end, *, rows=None, device="
                 else contextlib.nullcontext())
     losses = []
     with torch.inference_mode():
-        for indices, out in pairs:
-            batch = {k: v.to(device, non_blocking=True) for k, v in collator(indices).items()}
-            with autocast:
-                batch_start, batch_end = model(batch["input_ids"], batch["attention_mask"],
-                                               batch.get("token_type_ids"))
-            mask = batch["attention_mask"]
-            losses.append(float(qa_loss(batch_start, batch_end, batch["start_positions"], batch["end_positions"],
-                                        attention_mask=mask, reduction="sum")))
-            used = min(batch_start.shape[1], width)
-            real = mask[:, :used].bool()
-            start[out, :used] = batch_start[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
-            end[out, :used] = batch_end[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
+        for batch_indices, batch_rows in pairs:
+            step = piece_size if piece_size > 0 else max(len(batch_indices), 1)
+            batch_loss = 0.0
+            for first in range(0, len(batch_indices), step):
+                indices, out = batch_indices[first:first + step], batch_rows[first:first + step]
+                batch = {k: v.to(device, non_blocking=True) for k, v in collator(indices).items()}
+                with autocast:
+                    batch_start, batch_end = model(batch["input_ids"], batch["attention_mask"],
+                                                   batch.get("token_type_ids"))
+                mask = batch["attention_mask"]
+                batch_loss += float(qa_loss(batch_start, batch_end, batch["start_positions"],
+                                            batch["end_positions"], attention_mask=mask, reduction="sum"))
+                used = min(batch_start.shape[1], width)
+                real = mask[:, :used].bool()
+                start[out, :used] = batch_start[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
+                end[out, :used] = batch_end[:, :used].float().masked_fill(~real, _PAD_LOGIT).cpu().numpy()
+            losses.append(batch_loss)
     return losses

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qa_core import dropout as fast_dropout
+from qa_core import cpu_matmul
 from qa_core.cpu_matmul import Linear
 from qa_core.hub import resolve_model_dir
 from qa_core.tokenization import TOKENIZER_FILES
@@ -444,6 +445,19 @@ class QAModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        seq_len = input_ids.shape[1]
+        width = cpu_matmul.padded_width(seq_len, input_ids.device, self.config.max_position_embeddings)
+        if width != seq_len:
+            # Extra padded positions (masked keys) for the CPU GEMM library: real positions get
+            # the same values, and only their logits are returned.
+            input_ids, attention_mask, token_type_ids = pad_inputs(
+                width, input_ids, attention_mask, token_type_ids, self.config.pad_token_id)
+        start_logits, end_logits = self._forward(input_ids, attention_mask, token_type_ids)
+        if width != seq_len:
+            start_logits, end_logits = start_logits[:, :seq_len], end_logits[:, :seq_len]
+        return start_logits.contiguous(), end_logits.contiguous()
+
+    def _forward(self, input_ids, attention_mask, token_type_ids):
         # No padding at all: no mask, which lets SDPA pick its fastest kernel.
         mask, key_lengths = None, None
         if attention_mask is not None and not bool(attention_mask.all()):
@@ -456,8 +470,7 @@ class QAModel(nn.Module):
             for layer in self.layers:
                 x = layer(x, mask, key_lengths)
         logits = self.qa_outputs(self.head_dropout(x))
-        start_logits, end_logits = logits.unbind(-1)
-        return start_logits.contiguous(), end_logits.contiguous()
+        return logits.unbind(-1)
 
     # ----------------------------------------------------------------- dropout
 
@@ -585,6 +598,16 @@ def masked_attention_backends(device: torch.device, *, masked: bool):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def pad_inputs(width: int, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               token_type_ids: torch.Tensor | None, pad_token_id: int):
+    """The batch right-padded to `width` positions (pad tokens, mask 0, type 0)."""
+    extra = width - input_ids.shape[1]
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    return (F.pad(input_ids, (0, extra), value=pad_token_id), F.pad(attention_mask, (0, extra), value=0),
+            None if token_type_ids is None else F.pad(token_type_ids, (0, extra), value=0))
 
 
 def right_padded_lengths(mask: torch.Tensor) -> list[int] | None:

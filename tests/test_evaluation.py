@@ -97,7 +97,9 @@ def test_batching_does_not_change_results_and_mode_is_restored(tiny_distilbert_d
     model = tiny_model(tiny_distilbert_dir, dropout=0.5)  # dropout would make train-mode results random
     windows = make_windows(tiny_distilbert_dir, examples)
     model.train()
-    results = [evaluate(model, windows, examples, batch_size=size) for size in (1, 7, 64)]
+    results = [evaluate(model, windows, examples, batch_size=size, piece_size=pieces)
+               for size, pieces in ((1, 0), (7, 0), (64, 0), (64, 5), (7, 3))]
+    assert results[3]["n_windows"] == len(windows) > 5  # pieces of 5 really split the batch
     assert model.training
     assert all(p.grad is None for p in model.parameters())
     for other in results[1:]:

@@ -62,7 +62,7 @@ def test_gradient_accumulation_equals_big_batch(tiny_bert_dir, tmp_path, split):
     # entry near 1e-9 turns float summation-order noise into a visible update difference.
     common = ("train.shuffle=false", "train.group_by_length=false", "eval.every_epoch=false",
               "eval.at_start=false", "optim.weight_decay=0.01", "optim.eps=1e-6", "train.epochs=2")
-    _, big = run_tiny(tiny_bert_dir, tmp_path, "big", "train.batch_size=8", *common)
+    _, big = run_tiny(tiny_bert_dir, tmp_path, "big", "train.batch_size=8", "train.micro_batch_size=8", *common)
     _, acc = run_tiny(tiny_bert_dir, tmp_path, "acc", *split, *common)
     big_losses = [r["loss"] for r in records_without_timing(big) if r["event"] == "train"]
     acc_losses = [r["loss"] for r in records_without_timing(acc) if r["event"] == "train"]
@@ -215,3 +215,10 @@ def test_split_batch_pieces_shortest_first():
     assert loop.split_batch([0, 1, 2], 0, lengths) == [[0, 1, 2]]  # 0: the whole batch
     assert loop.split_batch([2, 0], 4, lengths) == [[2, 0]]  # fits: order kept
     assert loop.split_batch([], 3, lengths) == [[]]  # an empty rank batch stays one (weight-0) piece
+
+
+def test_auto_piece_sizes_are_small_on_cpu_and_whole_batches_elsewhere():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert loop.resolve_micro_batch(0, cpu, "train") == 4 and loop.resolve_micro_batch(0, cpu, "eval") == 16
+    assert loop.resolve_micro_batch(0, cuda, "train") == 0 and loop.resolve_micro_batch(0, cuda, "eval") == 0
+    assert loop.resolve_micro_batch(16, cpu, "train") == 16 and loop.resolve_micro_batch(3, cuda, "eval") == 3
