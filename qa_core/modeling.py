@@ -272,7 +272,7 @@ def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout
 
 
 class _DropoutAttention(torch.autograd.Function):
-    """Keeps q*scale, k, v and the drop mask (bool) for backward and recomputes the probabilities
+    """Keeps q, k, v and the drop mask (bool) for backward and recomputes the probabilities
     there: 1 byte per score instead of the math SDPA's ~9, for one more q k^T and softmax per
     layer (MiniLM 16 x 384 step, 2 threads, paired A/B under load: 9.9 vs 11.0 CPU-s, peak RSS
     2241 vs 3787 MiB; the math SDPA spends more on its fp32 masks and copies). Scales are applied to the small [S, d] operands."""
@@ -283,13 +283,15 @@ class _DropoutAttention(torch.autograd.Function):
         q_scaled = q * scale
         probs = _probabilities(q_scaled, k, pad_bias, out=_scratch(0, drop.shape, q.dtype))
         out = torch.matmul(probs.masked_fill_(drop, 0.0), v).mul_(keep_scale)  # backward recomputes probs
-        ctx.save_for_backward(q_scaled, k, v, pad_bias, drop)
+        # q (a view into the qkv projection that k and v keep alive anyway), not q_scaled: no extra copy kept.
+        ctx.save_for_backward(q, k, v, pad_bias, drop)
         ctx.scale, ctx.keep_scale = scale, keep_scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q_scaled, k, v, pad_bias, drop = ctx.saved_tensors
+        q, k, v, pad_bias, drop = ctx.saved_tensors
+        q_scaled = q * ctx.scale
         probs = _probabilities(q_scaled, k, pad_bias, out=_scratch(0, drop.shape, q_scaled.dtype))
         grad_q, grad_k, grad_v = _attention_backward(grad_out, q_scaled, k, v, probs, drop, probs_scratch=True)
         return (grad_q.mul_(ctx.scale * ctx.keep_scale), grad_k.mul_(ctx.keep_scale),
@@ -395,7 +397,13 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
                 key_lengths: list[int] | None = None) -> torch.Tensor:
         x = self.attention_norm(x + self.attention_output_dropout(self.attention(x, mask, key_lengths)))
-        return self.output_norm(x + self.ffn_dropout(self.ffn_out(self.activation(self.ffn_in(x)))))
+        if isinstance(self.activation, nn.GELU):
+            # One op for GELU + output projection: on CPU it keeps one intermediate tensor, not two.
+            ffn = cpu_matmul.gelu_linear(self.ffn_in(x), self.ffn_out.weight, self.ffn_out.bias,
+                                         self.activation.approximate)
+        else:
+            ffn = self.ffn_out(self.activation(self.ffn_in(x)))
+        return self.output_norm(x + self.ffn_dropout(ffn))
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,21 @@ def test_qa_model_gives_the_same_logits_and_gradients_either_way(tiny_bert_dir):
     torch.testing.assert_close(e1, e0, rtol=1e-4, atol=1e-5)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_linear_matches_and_keeps_only_its_input(onednn_on, approximate):
+    torch.manual_seed(3)
+    h = torch.randn(2, 30, 64, requires_grad=True)
+    w = torch.randn(16, 64, requires_grad=True)
+    b = torch.randn(16, requires_grad=True)
+    grad = torch.randn(2, 30, 16)
+    out = cpu_matmul.gelu_linear(h, w, b, approximate)
+    saved = [t for t in out.grad_fn.saved_tensors]
+    assert sum(t.numel() for t in saved) == h.numel() + w.numel()  # h and the weight, no GELU output
+    got = torch.autograd.grad(out, [h, w, b], grad)
+    ref = F.linear(F.gelu(h.double(), approximate=approximate), w.double(), b.double())
+    want = torch.autograd.grad(ref, [h, w, b], grad.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g.double(), r.double(), rtol=1e-5, atol=1e-3)
