@@ -15,6 +15,10 @@ RSS (getrusage ru_maxrss at the end of the child) belongs to one framework alone
                 grouping, same precision and eval batch size).
   ours-default  qa_core.loop.run with configs/xquad_minilm.toml as shipped (only the data, model
                 and the shared hyperparameters below set).
+Both of ours keep the loop's own engineering defaults, which change no hyperparameter: on CPU each
+batch runs forward/backward in pieces of 4 windows (evaluation: 16) with one optimizer step per
+batch, and the model rounds widths up to a multiple of 32 for oneDNN (masked positions). To see
+whole batches, add --ours-set train.micro_batch_size=16 --ours-set eval.micro_batch_size=64.
 
 Shared by all four (flags): model dir, data, lr, batch size, epochs, warmup ratio, weight decay,
 seed, max_seq_length 384, doc_stride 128, max grad norm 1.0, linear schedule, n_best 20,
@@ -344,7 +348,7 @@ def ours_overrides(args, mode: str, run_dir: Path) -> list[str]:
         shared += [f"train.precision={args.precision}", "train.group_by_length=true", "train.pad_to_multiple_of=0",
                    f"eval.batch_size={args.eval_batch_size}", "data.negative_keep_fraction=1.0",
                    "train.grad_accum_steps=1"]
-    return shared
+    return shared + list(args.ours_set)
 
 
 def run_ours(args, mode: str) -> dict:
@@ -409,6 +413,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help=f"a few hundred windows, one epoch ({', '.join(f'{k}={v}' for k, v in QUICK.items())})")
     p.add_argument("--json-out", type=Path, help="also write every run's results here")
+    p.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra qa_core config override for both of our runs, applied last (repeatable), "
+                        "e.g. train.micro_batch_size=16 eval.micro_batch_size=64 for whole batches on CPU")
     p.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     p.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -434,6 +441,8 @@ def forward_args(args) -> list[str]:
     out = []
     for key in keys:
         out += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    for override in args.ours_set:
+        out += ["--ours-set", override]
     return out
 
 
@@ -512,7 +521,8 @@ def main(argv=None) -> int:
           f"\nlr {args.lr}, batch {args.batch_size}, epochs {args.epochs}, warmup {args.warmup_ratio}, "
           f"weight decay {args.weight_decay}, seed {args.seed}, precision {args.precision}, "
           f"max_seq_length {args.max_seq_length}, doc_stride {args.doc_stride}, torch threads "
-          f"{args.threads or 'default'}", flush=True)
+          f"{args.threads or 'default'}" + (f"\nours also: {' '.join(args.ours_set)}" if args.ours_set else ""),
+          flush=True)
     results = run_all(args)
     print_table(results)
     if args.json_out:
