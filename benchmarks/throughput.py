@@ -37,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from qa_core import cpu_matmul  # noqa: E402
 from qa_core.collate import LengthGroupedBatchSampler  # noqa: E402
 from qa_core.modeling import EncoderConfig, QAModel, load_model  # noqa: E402
 from qa_core.loop import pick_device  # noqa: E402
@@ -88,6 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="peak TFLOP/s for MFU (default: table by GPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-matmul", choices=("onednn", "torch"), default="onednn",
+                   help="fp32 CPU linear layers through oneDNN (qa_core's default) or torch's F.linear (MKL)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, profile N more steps and print the top operators (torch.profiler)")
     args = p.parse_args(argv)
@@ -277,6 +280,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    cpu_matmul.set_enabled(args.cpu_matmul == "onednn")
     if args.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise SystemExit("--precision bf16: this GPU has no bf16 support; use fp16")
     model = build_model(args).to(device)
@@ -294,6 +298,7 @@ def main(argv=None) -> dict:
         "non_embedding_parameters": non_embedding_parameters(model),
         "dropout": model.dropout_report(),
         "precision": args.precision, "sdpa_backend": args.sdpa_backend, "compile": args.compile,
+        "cpu_matmul": args.cpu_matmul if device.type == "cpu" else None,
         "batch": args.batch, "seq_len": args.seq_len, "min_len": args.min_len,
         "group_by_length": args.group_by_length, "pad_to_max": args.pad_to_max, "pad_multiple": args.pad_multiple,
         "warmup": args.warmup, "iters": args.iters, "peak_tflops": peak, "peak_source": peak_source,

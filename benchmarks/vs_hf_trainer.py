@@ -257,6 +257,8 @@ def run_hf(args, mode: str) -> dict:
         warmup_steps=args.warmup_ratio, weight_decay=args.weight_decay, max_grad_norm=1.0,
         lr_scheduler_type="linear", seed=args.seed, save_strategy="no", eval_strategy="no",
         report_to="none", disable_tqdm=True, logging_strategy="no",
+        # The features hold exactly the model's inputs; keeping other keys lets "_index" (below) through.
+        remove_unused_columns=False,
         bf16=best and args.precision == "bf16", use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if best else "random")
     collator = tf.DataCollatorWithPadding(tokenizer) if best else tf.default_data_collator
@@ -267,8 +269,16 @@ def run_hf(args, mode: str) -> dict:
 
     def evaluate(inputs, side, examples) -> dict:
         began = time.perf_counter()
-        output = trainer.predict(FeatureDataset(inputs))
-        start_logits, end_logits = (np.asarray(x, dtype=np.float32) for x in output.predictions[:2])
+        # transformers 5.x applies group_by_length to evaluation batches too, so predictions come
+        # back in length-grouped order: record the order the collator sees and undo it.
+        recorder = OrderRecordingCollator(collator)
+        trainer.data_collator = recorder
+        try:
+            output = trainer.predict(FeatureDataset([{**x, "_index": i} for i, x in enumerate(inputs)]))
+        finally:
+            trainer.data_collator = collator
+        start_logits, end_logits = (dataset_order(np.asarray(x, dtype=np.float32), recorder.order)
+                                    for x in output.predictions[:2])
         answers = postprocess_qa_predictions(examples, side, start_logits, end_logits, n_best=args.n_best,
                                              max_answer_length=args.max_answer_length)
         exact, f1 = squad_scores(answers, examples)
@@ -281,6 +291,26 @@ def run_hf(args, mode: str) -> dict:
     train_acc = evaluate(acc_inputs, acc_side, train_eval_examples)["token_acc"]
     return summarise(mode, len(train_features) * args.epochs, timer.seconds, timer.cpu_seconds, evaluations,
                      train_acc)
+
+
+class OrderRecordingCollator:
+    """Wraps a collator: drops each feature's "_index" and records the indices in batch order."""
+
+    def __init__(self, inner):
+        self.inner, self.order = inner, []
+
+    def __call__(self, features: list[dict]):
+        self.order.extend(f["_index"] for f in features)
+        return self.inner([{k: v for k, v in f.items() if k != "_index"} for f in features])
+
+
+def dataset_order(rows: np.ndarray, order: list[int]) -> np.ndarray:
+    """Prediction rows produced in `order` (dataset indices) put back in dataset order."""
+    if sorted(order) != list(range(len(rows))):
+        raise RuntimeError(f"the evaluation saw {len(order)} windows, not each of {len(rows)} once")
+    out = np.empty_like(rows)
+    out[np.asarray(order)] = rows
+    return out
 
 
 def make_epoch_timer(on_epoch_done):
@@ -340,7 +370,8 @@ def ours_overrides(args, mode: str, run_dir: Path) -> list[str]:
         f"eval.train_subset_examples={args.train_eval_examples}",
         # Harness settings, not measured: no start-of-run eval, no checkpoints, no progress bars,
         # no feature cache (every run tokenizes afresh), a throw-away run directory.
-        "eval.at_start=false", "eval.every_epoch=true", "checkpoint.every_epoch=false", "checkpoint.save_best=false",
+        "eval.at_start=false", "eval.every_steps=0", "eval.every_epoch=true", "checkpoint.every_epoch=false",
+        "checkpoint.save_best=false",
         "train.progress=false", "data.cache_dir=", f"run.output_dir={run_dir}", f"run.name={mode}",
         "run.overwrite=true",
     ]
@@ -506,7 +537,7 @@ def print_table(results: list[dict]) -> None:
         per_epoch = " ".join(f"{e['exact']:.1f}/{e['f1']:.1f}" for e in r["epochs"])
         print(f"{r['mode']:<14}{r['train_windows_per_s']:>12.2f}{r['train_windows_per_cpu_s']:>10.2f}"
               f"{r['eval_windows_per_s']:>12.2f}"
-              f"{r['peak_rss_mib']:>14.0f}{per_epoch:>28}{r['train_token_acc']:>11.2f}{r['val_token_acc']:>9.2f}"
+              f"{r['peak_rss_mib']:>14.0f}  {per_epoch:>26}{r['train_token_acc']:>11.2f}{r['val_token_acc']:>9.2f}"
               f"{r.get('wall_seconds', float('nan')):>8.0f}")
 
 

@@ -148,3 +148,17 @@ def test_throughput_pad_multiple_rounds_each_batch_up():
     assert out["pad_multiple"] == 32
     assert r["padded_tokens_per_s"] == pytest.approx(r["windows_per_s"] * 64)
     assert r["padding_fraction"] > 0
+
+
+def test_hf_predictions_are_put_back_in_dataset_order():
+    # transformers 5.x evaluates in length-grouped order under group_by_length; the race undoes it.
+    vs = load_benchmark("vs_hf_trainer")
+    seen = []
+    recorder = vs.OrderRecordingCollator(lambda features: seen.extend(features) or len(features))
+    assert recorder([{"_index": 2, "x": "c"}, {"_index": 0, "x": "a"}]) == 2
+    assert recorder([{"_index": 1, "x": "b"}]) == 1
+    assert recorder.order == [2, 0, 1] and [f["x"] for f in seen] == ["c", "a", "b"] and "_index" not in seen[0]
+    rows = np.array([[20.0], [0.0], [10.0]])  # produced for windows 2, 0, 1
+    assert vs.dataset_order(rows, recorder.order).ravel().tolist() == [0.0, 10.0, 20.0]
+    with pytest.raises(RuntimeError, match="not each of 3 once"):
+        vs.dataset_order(rows, [0, 0, 1])
