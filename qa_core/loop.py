@@ -47,7 +47,9 @@ def run(cfg: Config, *, config_path: str | Path | None = None, resume: str | Pat
     dist = init_distributed(pick_device(cfg.train.device))
     try:
         with dist.main_stdout_only():  # rank 0 prints; the other ranks keep stderr only
-            return train(cfg, dist, config_path=config_path, resume=resume, stop_at_step=stop_at_step)
+            summary = train(cfg, dist, config_path=config_path, resume=resume, stop_at_step=stop_at_step)
+        dist.wait_for_all()  # not on errors: a failed rank must not leave the others waiting here
+        return summary
     finally:
         dist.shutdown()  # an open process group makes the interpreter abort at exit
 

@@ -53,6 +53,7 @@ def scenario_evaluate(out_dir: Path, model_dir: str, xquad: str) -> None:
         results[name] = {"distributed": _without_timings(distributed), "single": _without_timings(single)}
     results["n_windows"] = len(windows)
     torch.save(results, out_dir / f"rank{ctx.rank}.pt")
+    ctx.wait_for_all()
     ctx.shutdown()
 
 
@@ -116,6 +117,7 @@ def scenario_train(out_dir: Path, model_dir: str) -> None:
     part = loop.run(tiny_run_config(model_dir, out_dir, "part", *RESUME), stop_at_step=2)
     resumed = loop.run(loop.config_for_resume(out_dir / "runs" / "part"), resume=out_dir / "runs" / "part")
     torch.save({"whole": whole, "part": part, "resumed": resumed}, out_dir / f"rank{ctx.rank}.pt")
+    ctx.wait_for_all()
     ctx.shutdown()
 
 
