@@ -56,51 +56,34 @@ def _mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) ->
 
 
 class _OneDNNLinear(torch.autograd.Function):
+    """linear(x) or, with `gelu` set ("none" / "tanh"), linear(gelu(x)). Keeps only x: with GELU,
+    backward recomputes gelu(x) (one cheap elementwise pass) instead of keeping a second
+    [tokens, intermediate] tensor alive per layer."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, gelu):
         x2 = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(x2, weight)
-        ctx.has_bias, ctx.input_shape = bias is not None, x.shape
-        return _mm_t(x2, weight, bias).view(*x.shape[:-1], weight.shape[0])
+        ctx.has_bias, ctx.input_shape, ctx.gelu = bias is not None, x.shape, gelu
+        a2 = x2 if gelu is None else F.gelu(x2, approximate=gelu)
+        return _mm_t(a2, weight, bias).view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad_out):
         x2, weight = ctx.saved_tensors
         g2 = grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _mm_t(g2, weight.t()).view(ctx.input_shape)
         if ctx.needs_input_grad[1]:
-            grad_w = _mm_t(g2.t(), x2.t())
+            a2 = x2 if ctx.gelu is None else F.gelu(x2, approximate=ctx.gelu)
+            grad_w = _mm_t(g2.t(), a2.t())
+        if ctx.needs_input_grad[0]:
+            grad_x = _mm_t(g2, weight.t())
+            if ctx.gelu is not None:
+                grad_x = torch.ops.aten.gelu_backward(grad_x, x2, approximate=ctx.gelu)
+            grad_x = grad_x.view(ctx.input_shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-class _OneDNNGeluLinear(torch.autograd.Function):
-    """linear(gelu(h)) that keeps h only: backward recomputes gelu(h) (one cheap elementwise
-    pass) instead of keeping a second [tokens, intermediate] tensor alive per layer."""
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, approximate):
-        h2 = h.reshape(-1, h.shape[-1])
-        ctx.save_for_backward(h2, weight)
-        ctx.has_bias, ctx.input_shape, ctx.approximate = bias is not None, h.shape, approximate
-        return _mm_t(F.gelu(h2, approximate=approximate), weight, bias).view(*h.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        h2, weight = ctx.saved_tensors
-        g2 = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_h = grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            grad_w = _mm_t(g2.t(), F.gelu(h2, approximate=ctx.approximate).t())
-        if ctx.needs_input_grad[0]:
-            grad_a = _mm_t(g2, weight.t())
-            grad_h = torch.ops.aten.gelu_backward(grad_a, h2, approximate=ctx.approximate).view(ctx.input_shape)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g2.sum(0)
-        return grad_h, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None
 
 
 def _on_onednn_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -111,14 +94,14 @@ def _on_onednn_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def gelu_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, approximate: str = "none"):
     """F.linear(F.gelu(h, approximate), weight, bias); on the oneDNN path it keeps only h for backward."""
     if _on_onednn_path(h, weight):
-        return _OneDNNGeluLinear.apply(h, weight, bias, approximate)
+        return _OneDNNLinear.apply(h, weight, bias, approximate)
     return F.linear(F.gelu(h, approximate=approximate), weight, bias)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, by oneDNN for fp32 CPU tensors outside autocast."""
     if _on_onednn_path(x, weight):
-        return _OneDNNLinear.apply(x, weight, bias)
+        return _OneDNNLinear.apply(x, weight, bias, None)
     return F.linear(x, weight, bias)
 
 

@@ -307,18 +307,14 @@ def _scratch(slot: int, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     Each fresh 80 MB tensor is a new mmap whose pages fault in on first write: QK^T for a
     16 x 12 x 330 x 330 batch took 35 ms into a new tensor and 15 ms into a reused one. The
     buffers never leave forward/backward (outputs and gradients are new tensors), and autograd
-    runs one layer's backward at a time, so three slots serve every layer. Freed by
-    `release_attention_scratch()`."""
+    runs one layer's backward at a time, so three slots serve every layer (they live as long
+    as the process; at most 3 x B x H x S x S floats of the largest batch seen)."""
     numel = math.prod(shape)
     buffer = _SCRATCH.get((slot, dtype))
     if buffer is None or buffer.numel() < numel:
         _SCRATCH.pop((slot, dtype), None)
         buffer = _SCRATCH[(slot, dtype)] = torch.empty(numel, dtype=dtype)
     return buffer[:numel].view(shape)
-
-
-def release_attention_scratch() -> None:
-    _SCRATCH.clear()
 
 
 def _probabilities(q_scaled, k, pad_bias, out=None):
