@@ -269,16 +269,7 @@ def run_hf(args, mode: str) -> dict:
 
     def evaluate(inputs, side, examples) -> dict:
         began = time.perf_counter()
-        # transformers 5.x applies group_by_length to evaluation batches too, so predictions come
-        # back in length-grouped order: record the order the collator sees and undo it.
-        recorder = OrderRecordingCollator(collator)
-        trainer.data_collator = recorder
-        try:
-            output = trainer.predict(FeatureDataset([{**x, "_index": i} for i, x in enumerate(inputs)]))
-        finally:
-            trainer.data_collator = collator
-        start_logits, end_logits = (dataset_order(np.asarray(x, dtype=np.float32), recorder.order)
-                                    for x in output.predictions[:2])
+        start_logits, end_logits = predict_in_dataset_order(trainer, inputs)
         answers = postprocess_qa_predictions(examples, side, start_logits, end_logits, n_best=args.n_best,
                                              max_answer_length=args.max_answer_length)
         exact, f1 = squad_scores(answers, examples)
@@ -291,6 +282,23 @@ def run_hf(args, mode: str) -> dict:
     train_acc = evaluate(acc_inputs, acc_side, train_eval_examples)["token_acc"]
     return summarise(mode, len(train_features) * args.epochs, timer.seconds, timer.cpu_seconds, evaluations,
                      train_acc)
+
+
+def predict_in_dataset_order(trainer, inputs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """trainer.predict's start and end logits, row i belonging to inputs[i].
+
+    transformers 5.x applies group_by_length to evaluation batches too, so predictions come back
+    in length-grouped order: record the order the collator sees and undo it."""
+    collator = trainer.data_collator
+    recorder = OrderRecordingCollator(collator)
+    trainer.data_collator = recorder
+    try:
+        output = trainer.predict(FeatureDataset([{**x, "_index": i} for i, x in enumerate(inputs)]))
+    finally:
+        trainer.data_collator = collator
+    start_logits, end_logits = (dataset_order(np.asarray(x, dtype=np.float32), recorder.order)
+                                for x in output.predictions[:2])
+    return start_logits, end_logits
 
 
 class OrderRecordingCollator:
