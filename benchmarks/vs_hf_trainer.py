@@ -3,6 +3,7 @@ hyperparameters.
 
     python benchmarks/vs_hf_trainer.py [--quick] [--model DIR] [--data FILE] [--train-articles 0-39]
         [--eval-articles 40-47] [--lr 1e-4] [--batch-size 16] [--epochs 3] [--precision fp32|bf16]
+        [--seed 42 | --seeds 42,1,2] [--modes ours-same,hf-best]
 
 Four runs, each in its own subprocess (this script re-invoked with --worker MODE) so that peak
 RSS (getrusage ru_maxrss at the end of the child) belongs to one framework alone:
@@ -39,8 +40,11 @@ Measured per run:
   subset of training examples on both sides, qa_core.loop.fixed_subset).
 Both sides score EM/F1 with qa_core.metrics.squad_v1, so only the frameworks differ.
 
-The last line printed is one JSON object: ratios ours / HF for the same-settings pair
-(ours-same / hf-best) and the defaults pair (ours-default / hf-default).
+After each race a JSON line holds the ratios ours / HF for the same-settings pair
+(ours-same / hf-best) and the defaults pair (ours-default / hf-default). One run's EM/F1 moves
+by points with the seed on a small validation set, so `--seeds 42,1,2,...` repeats the race per
+seed and ends with one JSON line of the accuracy differences over seeds (mean, sd, standard
+error). benchmarks/lockstep_vs_hf.py takes the randomness out instead and compares step by step.
 """
 from __future__ import annotations
 
@@ -441,6 +445,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seeds", default="", metavar="S1,S2,...",
+                   help="run the whole race once per seed and end with the accuracy differences over "
+                        "seeds (mean, standard deviation, standard error); overrides --seed")
     p.add_argument("--max-seq-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--n-best", type=int, default=20)
@@ -537,6 +544,51 @@ def ratios(results: list[dict]) -> dict:
     return out
 
 
+def accuracy_over_seeds(results: list[dict]) -> dict:
+    """Per pair, the final-epoch EM/F1 and token-accuracy differences (ours - HF) of every seed
+    both runs have, with their mean, sample standard deviation and standard error of the mean:
+    one pair's difference mixes the frameworks with the seed's luck, the mean over seeds less so."""
+    by_seed: dict[int, dict] = defaultdict(dict)
+    for r in results:
+        by_seed[r["seed"]][r["mode"]] = r
+    out = {}
+    for pair, (ours, hf) in PAIRS.items():
+        seeds = sorted(s for s, runs in by_seed.items() if ours in runs and hf in runs and runs[ours]["epochs"]
+                       and runs[hf]["epochs"])
+        if not seeds:
+            continue
+        diffs = {
+            "exact": [by_seed[s][ours]["epochs"][-1]["exact"] - by_seed[s][hf]["epochs"][-1]["exact"] for s in seeds],
+            "f1": [by_seed[s][ours]["epochs"][-1]["f1"] - by_seed[s][hf]["epochs"][-1]["f1"] for s in seeds],
+            "val_token_acc": [by_seed[s][ours]["val_token_acc"] - by_seed[s][hf]["val_token_acc"] for s in seeds],
+            "train_token_acc": [by_seed[s][ours]["train_token_acc"] - by_seed[s][hf]["train_token_acc"]
+                                for s in seeds],
+        }
+        out[pair] = {"pair": f"{ours} / {hf}", "seeds": seeds,
+                     "ours_f1": [round(by_seed[s][ours]["epochs"][-1]["f1"], 2) for s in seeds],
+                     "hf_f1": [round(by_seed[s][hf]["epochs"][-1]["f1"], 2) for s in seeds],
+                     **{f"{name}_diff": mean_sd_se(values) for name, values in diffs.items()}}
+    return out
+
+
+def mean_sd_se(values: list[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else float("nan")
+    return {"values": [round(v, 2) for v in values], "mean": round(mean, 2),
+            "sd": None if sd != sd else round(sd, 2), "se": None if sd != sd else round(sd / n ** 0.5, 2)}
+
+
+def print_spread(spread: dict) -> None:
+    for pair in spread.values():
+        print(f"\n{pair['pair']} over seeds {', '.join(map(str, pair['seeds']))} (ours - HF, final epoch):")
+        for name in ("exact", "f1", "val_token_acc", "train_token_acc"):
+            d = pair[f"{name}_diff"]
+            print(f"  {name:<16} mean {d['mean']:+6.2f}  sd {d['sd'] if d['sd'] is not None else float('nan'):5.2f}"
+                  f"  se {d['se'] if d['se'] is not None else float('nan'):5.2f}   "
+                  f"per seed {' '.join(f'{v:+.1f}' for v in d['values'])}")
+
+
 def print_table(results: list[dict]) -> None:
     header = (f"{'run':<14}{'train win/s':>12}{'win/cpu-s':>10}{'eval win/s':>12}{'peak RSS MiB':>14}"
               f"{'EM/F1 per epoch':>28}{'train acc':>11}{'val acc':>9}{'wall s':>8}")
@@ -562,11 +614,22 @@ def main(argv=None) -> int:
           f"max_seq_length {args.max_seq_length}, doc_stride {args.doc_stride}, torch threads "
           f"{args.threads or 'default'}" + (f"\nours also: {' '.join(args.ours_set)}" if args.ours_set else ""),
           flush=True)
-    results = run_all(args)
-    print_table(results)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({"ratios_ours_over_hf": ratios(results)}))
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
+    every_seed = []
+    for seed in seeds:
+        args.seed = seed
+        if len(seeds) > 1:
+            print(f"\n=== seed {seed}", flush=True)
+        results = [{**r, "seed": seed} for r in run_all(args)]
+        print_table(results)
+        print(json.dumps({"seed": seed, "ratios_ours_over_hf": ratios(results)}), flush=True)
+        every_seed += results
+        if args.json_out:
+            args.json_out.write_text(json.dumps(every_seed, indent=2) + "\n")
+    if len(seeds) > 1:
+        spread = accuracy_over_seeds(every_seed)
+        print_spread(spread)
+        print(json.dumps({"accuracy_over_seeds": spread}))
     return 0
 
 

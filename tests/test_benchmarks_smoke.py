@@ -162,3 +162,57 @@ def test_hf_predictions_are_put_back_in_dataset_order():
     assert vs.dataset_order(rows, recorder.order).ravel().tolist() == [0.0, 10.0, 20.0]
     with pytest.raises(RuntimeError, match="not each of 3 once"):
         vs.dataset_order(rows, [0, 0, 1])
+
+
+def test_accuracy_over_seeds_hand_checked():
+    vs = load_benchmark("vs_hf_trainer")
+
+    def run(mode, seed, f1, exact=50.0, val_acc=30.0, train_acc=40.0):
+        return {"mode": mode, "seed": seed, "epochs": [{"exact": 0.0, "f1": 0.0}, {"exact": exact, "f1": f1}],
+                "val_token_acc": val_acc, "train_token_acc": train_acc}
+
+    results = [run("ours-same", 1, 31.0, exact=20.0), run("hf-best", 1, 33.0, exact=21.0, train_acc=44.0),
+               run("ours-same", 2, 40.0, exact=30.0), run("hf-best", 2, 39.0, exact=30.0, train_acc=42.0),
+               run("ours-same", 3, 36.0, exact=25.0),  # no hf-best at seed 3: left out
+               run("hf-default", 1, 20.0)]  # no ours-default at all: no defaults pair
+    spread = vs.accuracy_over_seeds(results)
+    assert list(spread) == ["same_settings"]
+    same = spread["same_settings"]
+    assert same["seeds"] == [1, 2] and same["ours_f1"] == [31.0, 40.0] and same["hf_f1"] == [33.0, 39.0]
+    # F1 differences -2 and +1: mean -0.5, sd sqrt(((-1.5)^2 + 1.5^2) / 1) = 2.12, se 2.12 / sqrt(2) = 1.5.
+    assert same["f1_diff"] == {"values": [-2.0, 1.0], "mean": -0.5, "sd": 2.12, "se": 1.5}
+    assert same["exact_diff"]["values"] == [-1.0, 0.0] and same["exact_diff"]["mean"] == -0.5
+    assert same["train_token_acc_diff"] == {"values": [-4.0, -2.0], "mean": -3.0, "sd": 1.41, "se": 1.0}
+    assert vs.mean_sd_se([2.5]) == {"values": [2.5], "mean": 2.5, "sd": None, "se": None}
+
+
+def test_race_end_to_end_over_two_seeds(tiny_bert_dir, tmp_path):
+    # The whole driver on a tiny model: worker subprocesses, per-seed tables and ratio lines, the
+    # accuracy spread at the end, --json-out; both sides train on the same windows.
+    pytest.importorskip("transformers")
+    out = tmp_path / "race.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "vs_hf_trainer.py"), "--model", str(tiny_bert_dir),
+         "--data", str(REPO_ROOT / "data/quickstart/train.json"), "--train-articles", "0-4",
+         "--eval-articles", "5", "--max-train-examples", "16", "--max-eval-examples", "8",
+         "--train-eval-examples", "6", "--max-seq-length", "128", "--doc-stride", "48", "--batch-size", "4",
+         "--eval-batch-size", "8", "--epochs", "1", "--threads", "1", "--seeds", "5,6",
+         "--modes", "ours-same,hf-best", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [line.get("seed") for line in lines] == [5, 6, None]
+    for line in lines[:2]:
+        same = line["ratios_ours_over_hf"]["same_settings"]
+        assert same["pair"] == "ours-same / hf-best" and same["train_windows_per_s"] > 0
+    spread = lines[2]["accuracy_over_seeds"]["same_settings"]
+    assert spread["seeds"] == [5, 6] and len(spread["f1_diff"]["values"]) == 2
+    runs = json.loads(out.read_text())
+    assert [(r["mode"], r["seed"]) for r in runs] == [("ours-same", 5), ("hf-best", 5), ("ours-same", 6),
+                                                     ("hf-best", 6)]
+    assert len({r["train_windows"] for r in runs}) == 1 and runs[0]["train_windows"] >= 16
+    for r in runs:
+        assert len(r["epochs"]) == 1 and 0 <= r["epochs"][0]["f1"] <= 100 and r["peak_rss_mib"] > 0
+    # Each seed's F1 difference is the one its own runs show.
+    assert spread["f1_diff"]["values"] == [round(runs[0]["epochs"][0]["f1"] - runs[1]["epochs"][0]["f1"], 2),
+                                           round(runs[2]["epochs"][0]["f1"] - runs[3]["epochs"][0]["f1"], 2)]
