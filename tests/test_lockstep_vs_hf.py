@@ -34,7 +34,17 @@ def ours(lockstep, tiny_bert_dir):
 
 
 def test_every_step_and_evaluation_match_the_trainer(lockstep, tiny_bert_dir, ours):
-    hf = lockstep.run_hf(lockstep_args(lockstep, tiny_bert_dir, "real-tokens"))
+    assert_lockstep(lockstep, tiny_bert_dir, ours)
+
+
+def test_distilbert_matches_the_trainer_too(lockstep, tiny_distilbert_dir):
+    # No token_type_ids, a QA-head dropout (qa_dropout) to switch off, other parameter names.
+    assert_lockstep(lockstep, tiny_distilbert_dir,
+                    lockstep.run_ours(lockstep_args(lockstep, tiny_distilbert_dir, "real-tokens")))
+
+
+def assert_lockstep(lockstep, model_dir, ours):
+    hf = lockstep.run_hf(lockstep_args(lockstep, model_dir, "real-tokens"))
     result = lockstep.compare(ours, hf, tolerance=1e-5)
     assert result["steps"] == len(ours["steps"]) >= 20  # two epochs of several steps each
     assert result["first_step_over_tolerance"] is None, result
