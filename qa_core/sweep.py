@@ -8,6 +8,10 @@ Every combination's config is validated before the first run starts. Runs go to
 <run.output_dir>/<sweep name>/<combination>/, each in its own `python train.py` process so a
 crash ends only that run; its output goes to <combination>.log beside it. The sweep writes
 sweep.csv and sweep_curves.png (with matplotlib) and prints the table sorted by the metric.
+
+On a small validation set one run's F1 moves by points with the seed alone, so sweep the seed
+too (`--sweep train.seed=1,2,3`): the sweep then also prints, and writes to sweep_seeds.csv,
+one row per combination of the other keys with the mean and standard deviation over its seeds.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 EVAL_COLUMNS = ("val_exact", "val_f1", "val_loss", "train_token_acc", "val_token_acc")
 CSV_COLUMNS = ("combination", "status", "exit_code", "best_step", "best_epoch", *EVAL_COLUMNS,
                "train_val_gap", "wall_s", "run_dir")
+SEED_KEY = "train.seed"
+# Averaged over seeds when SEED_KEY is swept (the sweep metric too, if it is another one).
+SEED_SUMMARY_COLUMNS = ("val_exact", "val_f1", "val_loss", "train_val_gap")
 
 
 @dataclass
@@ -175,6 +182,11 @@ def run_sweep(cfg_path: str | Path, sweeps: Sequence[str], overrides: Sequence[s
     write_csv(sweep_dir / "sweep.csv", results, metric)
     say(format_table(results, metric, mode))
     say(f"table: {sweep_dir / 'sweep.csv'}")
+    if len({r.settings.get(SEED_KEY) for r in results}) > 1:
+        summary = summarise_over_seeds(results, metric, mode)
+        write_seed_csv(sweep_dir / "sweep_seeds.csv", summary)
+        say(format_seed_table(summary, metric, mode))
+        say(f"over seeds: {sweep_dir / 'sweep_seeds.csv'}")
     from qa_core.plots import plot_sweep
 
     plot = plot_sweep(sweep_dir, [r.run_dir for r in results], metric)
@@ -236,6 +248,62 @@ def format_table(results: list[SweepResult], metric: str, mode: str) -> str:
               for i, (title, _) in enumerate(columns)]
     lines = [f"sorted by {metric} ({mode})", "  ".join(t.rjust(w) for (t, _), w in zip(columns, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def summarise_over_seeds(results: list[SweepResult], metric: str, mode: str) -> list[dict]:
+    """One row per combination of the swept keys other than SEED_KEY: how many of its seeds
+    finished, and the mean and sample standard deviation (None for one run) over those of the
+    metric and SEED_SUMMARY_COLUMNS. Sorted by the metric's mean; combinations without a
+    finished run last."""
+    columns = list(dict.fromkeys((metric, *SEED_SUMMARY_COLUMNS)))
+    groups: dict[tuple, list[SweepResult]] = {}
+    for result in results:
+        others = tuple((k, v) for k, v in result.settings.items() if k != SEED_KEY)
+        groups.setdefault(others, []).append(result)
+    rows = []
+    for others, members in groups.items():
+        finished = [r.row(metric) for r in members if r.exit_code == 0 and r.best is not None]
+        row = {**dict(others), "seeds": len(finished), "of_seeds": len(members)}
+        for column in columns:
+            values = [f[column] for f in finished if isinstance(f[column], (int, float))]
+            mean = sum(values) / len(values) if values else None
+            sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                  if len(values) > 1 else None)
+            row[f"{column}_mean"], row[f"{column}_sd"] = mean, sd
+        rows.append(row)
+
+    def key(row):
+        mean = row[f"{metric}_mean"]
+        return (1, 0.0) if mean is None else (0, -mean if mode == "max" else mean)
+
+    return sorted(rows, key=key)
+
+
+def write_seed_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["seeds"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+
+
+def format_seed_table(rows: list[dict], metric: str, mode: str) -> str:
+    stats = [k[:-5] for k in (rows[0] if rows else {}) if k.endswith("_mean")]
+    keys = [k for k in (rows[0] if rows else {}) if k not in ("seeds", "of_seeds") and not k.endswith(("_mean", "_sd"))]
+    titles = [k.rsplit(".", 1)[-1] for k in keys] + ["seeds"] + [f"{s} (mean +- sd)" for s in stats]
+    cells = []
+    for row in rows:
+        line = [str(row[k]) for k in keys] + [f"{row['seeds']}/{row['of_seeds']}"]
+        for stat in stats:
+            mean, sd = row[f"{stat}_mean"], row[f"{stat}_sd"]
+            digits = 4 if ("loss" in stat or "acc" in stat or "gap" in stat) else 2
+            line.append("-" if mean is None else f"{mean:.{digits}f}" + ("" if sd is None else f" +- {sd:.{digits}f}"))
+        cells.append(line)
+    widths = [max(len(t), *(len(c[i]) for c in cells)) if cells else len(t) for i, t in enumerate(titles)]
+    lines = [f"over seeds ({SEED_KEY}), sorted by mean {metric} ({mode})",
+             "  ".join(t.rjust(w) for t, w in zip(titles, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in cells]
     return "\n".join(lines)
 
 

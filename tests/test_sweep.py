@@ -114,3 +114,45 @@ def test_grid_expansion_and_names():
     assert sweep.combination_name(1, {"model.name_or_path": "/models/tiny bert/"}) == "01_name_or_path=tiny-bert"
     with pytest.raises(ConfigError, match="swept twice"):
         sweep.expand_grid(["optim.lr=1e-5", "optim.lr=2e-5"])
+
+
+def test_summary_over_seeds_hand_checked(tmp_path):
+    def result(lr, seed, f1, exact=10.0, loss=2.0, train=0.5, val=0.25, exit_code=0):
+        best = {"step": 4, "epoch": 1, "val_f1": f1, "val_exact": exact, "val_loss": loss,
+                "train_token_acc": train, "val_token_acc": val}
+        return sweep.SweepResult(f"lr={lr}_seed={seed}", {"optim.lr": lr, "train.seed": seed}, tmp_path, exit_code,
+                                 1.0, best if exit_code == 0 else None)
+
+    results = [result("1e-4", "1", 30.0, exact=20.0), result("1e-4", "2", 34.0, exact=24.0, val=0.45),
+               result("3e-4", "1", 40.0, loss=1.0), result("3e-4", "2", 0.0, exit_code=1),  # one seed failed
+               result("5e-4", "1", 0.0, exit_code=1)]  # no finished seed at all
+    rows = sweep.summarise_over_seeds(results, "val_f1", "max")
+    assert [(r["optim.lr"], r["seeds"], r["of_seeds"]) for r in rows] == [("3e-4", 1, 2), ("1e-4", 2, 2),
+                                                                         ("5e-4", 0, 1)]
+    both = rows[1]
+    assert both["val_f1_mean"] == 32.0 and both["val_f1_sd"] == pytest.approx(2 ** 0.5 * 2)  # 30, 34
+    assert both["val_exact_mean"] == 22.0 and both["val_loss_sd"] == 0.0
+    assert both["train_val_gap_mean"] == pytest.approx(0.15)  # gaps 0.25 and 0.05
+    assert rows[0]["val_f1_mean"] == 40.0 and rows[0]["val_f1_sd"] is None
+    assert rows[2]["val_f1_mean"] is None and "train.seed" not in rows[0]
+    table = sweep.format_seed_table(rows, "val_f1", "max")
+    assert "32.00 +- 2.83" in table and "2/2" in table and "1/2" in table
+    # Sorting by a loss (min) puts the lowest mean first; the metric gets its own columns once.
+    rows = sweep.summarise_over_seeds(results, "val_loss", "min")
+    assert rows[0]["optim.lr"] == "3e-4" and list(rows[0]).count("val_loss_mean") == 1
+
+
+def test_seed_sweep_writes_the_summary(tmp_path, tiny_bert_dir, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = write_config(tmp_path, tiny_bert_dir)
+    assert sweep.main(["--cfg", cfg, "--sweep", "train.seed=1,2", "--set", "optim.lr=3e-4",
+                       "--sweep-name", "seeds"]) == 0
+    sweep_dir = tmp_path / "runs" / "seeds"
+    with open(sweep_dir / "sweep.csv") as fh:
+        runs = list(csv.DictReader(fh))
+    with open(sweep_dir / "sweep_seeds.csv") as fh:
+        (summary,) = list(csv.DictReader(fh))
+    f1 = [float(r["val_f1"]) for r in runs]
+    assert summary["seeds"] == "2" and float(summary["val_f1_mean"]) == pytest.approx(sum(f1) / 2)
+    assert float(summary["val_f1_sd"]) == pytest.approx(abs(f1[0] - f1[1]) / 2 ** 0.5)
+    assert "over seeds (train.seed), sorted by mean val_f1 (max)" in capsys.readouterr().out
