@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -240,8 +241,6 @@ def run_hf(args, mode: str) -> dict:
     import torch
     import transformers as tf
 
-    from qa_core.metrics import token_accuracy
-
     best = mode == "hf-best"
     tf.logging.set_verbosity_error()
     torch.set_num_threads(args.threads) if args.threads else None
@@ -273,19 +272,26 @@ def run_hf(args, mode: str) -> dict:
 
     def evaluate(inputs, side, examples) -> dict:
         began = time.perf_counter()
-        start_logits, end_logits = predict_in_dataset_order(trainer, inputs)
-        answers = postprocess_qa_predictions(examples, side, start_logits, end_logits, n_best=args.n_best,
-                                             max_answer_length=args.max_answer_length)
-        exact, f1 = squad_scores(answers, examples)
-        seconds = time.perf_counter() - began
-        acc = token_accuracy(start_logits, end_logits, side["start_positions"], side["end_positions"],
-                             side["lengths"])["token_acc"]
-        return {"exact": exact, "f1": f1, "token_acc": 100.0 * acc, "seconds": seconds, "windows": len(inputs)}
+        scores = evaluate_hf(trainer, args, inputs, side, examples)
+        return {**scores, "seconds": time.perf_counter() - began, "windows": len(inputs)}
 
     trainer.train()
     train_acc = evaluate(acc_inputs, acc_side, train_eval_examples)["token_acc"]
     return summarise(mode, len(train_features) * args.epochs, timer.seconds, timer.cpu_seconds, evaluations,
                      train_acc)
+
+
+def evaluate_hf(trainer, args, inputs: list[dict], side: dict, examples) -> dict:
+    """EM/F1 (run_qa.py n-best postprocessing) and token accuracy in percent of the trainer's model."""
+    from qa_core.metrics import token_accuracy
+
+    start_logits, end_logits = predict_in_dataset_order(trainer, inputs)
+    answers = postprocess_qa_predictions(examples, side, start_logits, end_logits, n_best=args.n_best,
+                                         max_answer_length=args.max_answer_length)
+    exact, f1 = squad_scores(answers, examples)
+    acc = token_accuracy(start_logits, end_logits, side["start_positions"], side["end_positions"],
+                         side["lengths"])["token_acc"]
+    return {"exact": exact, "f1": f1, "token_acc": 100.0 * acc}
 
 
 def predict_in_dataset_order(trainer, inputs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -407,9 +413,8 @@ def run_ours(args, mode: str) -> dict:
     cfg = load_config(preset, ours_overrides(args, mode, run_dir))
     summary = loop.run(cfg)
     timing = summary["timing"]  # train_seconds: optimizer work only, evaluation excluded
-    events = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-    evaluations = [{"exact": e["val_exact"], "f1": e["val_f1"], "token_acc": 100.0 * e["val_token_acc"],
-                    **eval_time(e["timing"]["val"])} for e in events if e["event"] == "eval"]
+    events = run_events(summary)
+    evaluations = [{**eval_scores(e), **eval_time(e["timing"]["val"])} for e in events if e["event"] == "eval"]
     train_acc = next((100.0 * e["train_token_acc"] for e in reversed(events)
                       if e["event"] == "eval" and "train_token_acc" in e), float("nan"))
     # The loop clocks wall time only; its CPU seconds are not split from evaluation's (nan).
@@ -417,6 +422,16 @@ def run_ours(args, mode: str) -> dict:
                        evaluations, train_acc)
     result["peak_rss_mib"] = timing["peak_rss_mib"]
     return result
+
+
+def run_events(summary: dict) -> list[dict]:
+    """The records of a finished run's metrics.jsonl."""
+    return [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
+
+def eval_scores(event: dict) -> dict:
+    """An "eval" record's validation EM/F1 and token accuracy, in percent like the HF side's."""
+    return {"exact": event["val_exact"], "f1": event["val_f1"], "token_acc": 100.0 * event["val_token_acc"]}
 
 
 def eval_time(timings: dict) -> dict:
@@ -551,41 +566,44 @@ def accuracy_over_seeds(results: list[dict]) -> dict:
     by_seed: dict[int, dict] = defaultdict(dict)
     for r in results:
         by_seed[r["seed"]][r["mode"]] = r
+
+    def final(run: dict, name: str) -> float:
+        return run["epochs"][-1][name] if name in ("exact", "f1") else run[name]
+
     out = {}
     for pair, (ours, hf) in PAIRS.items():
-        seeds = sorted(s for s, runs in by_seed.items() if ours in runs and hf in runs and runs[ours]["epochs"]
-                       and runs[hf]["epochs"])
-        if not seeds:
+        pairs = [(s, runs[ours], runs[hf]) for s, runs in sorted(by_seed.items())
+                 if ours in runs and hf in runs and runs[ours]["epochs"] and runs[hf]["epochs"]]
+        if not pairs:
             continue
-        diffs = {
-            "exact": [by_seed[s][ours]["epochs"][-1]["exact"] - by_seed[s][hf]["epochs"][-1]["exact"] for s in seeds],
-            "f1": [by_seed[s][ours]["epochs"][-1]["f1"] - by_seed[s][hf]["epochs"][-1]["f1"] for s in seeds],
-            "val_token_acc": [by_seed[s][ours]["val_token_acc"] - by_seed[s][hf]["val_token_acc"] for s in seeds],
-            "train_token_acc": [by_seed[s][ours]["train_token_acc"] - by_seed[s][hf]["train_token_acc"]
-                                for s in seeds],
-        }
-        out[pair] = {"pair": f"{ours} / {hf}", "seeds": seeds,
-                     "ours_f1": [round(by_seed[s][ours]["epochs"][-1]["f1"], 2) for s in seeds],
-                     "hf_f1": [round(by_seed[s][hf]["epochs"][-1]["f1"], 2) for s in seeds],
-                     **{f"{name}_diff": mean_sd_se(values) for name, values in diffs.items()}}
+        ours_f1, hf_f1 = [final(a, "f1") for _, a, _ in pairs], [final(b, "f1") for _, _, b in pairs]
+        out[pair] = {"pair": f"{ours} / {hf}", "seeds": [s for s, _, _ in pairs],
+                     "ours_f1": [round(v, 2) for v in ours_f1], "hf_f1": [round(v, 2) for v in hf_f1],
+                     "ours_f1_mean": round(statistics.mean(ours_f1), 2),
+                     "hf_f1_mean": round(statistics.mean(hf_f1), 2),
+                     **{f"{name}_diff": mean_sd_se([final(a, name) - final(b, name) for _, a, b in pairs])
+                        for name in ("exact", "f1", "val_token_acc", "train_token_acc")}}
     return out
 
 
 def mean_sd_se(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else float("nan")
-    return {"values": [round(v, 2) for v in values], "mean": round(mean, 2),
-            "sd": None if sd != sd else round(sd, 2), "se": None if sd != sd else round(sd / n ** 0.5, 2)}
+    """Mean, sample standard deviation and standard error of the mean (None from one value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return {"values": [round(v, 2) for v in values], "mean": round(statistics.mean(values), 2),
+            "sd": None if sd is None else round(sd, 2),
+            "se": None if sd is None else round(sd / len(values) ** 0.5, 2)}
 
 
 def print_spread(spread: dict) -> None:
+    def number(value) -> str:
+        return "  -  " if value is None else f"{value:5.2f}"
+
     for pair in spread.values():
-        print(f"\n{pair['pair']} over seeds {', '.join(map(str, pair['seeds']))} (ours - HF, final epoch):")
+        print(f"\n{pair['pair']} over seeds {', '.join(map(str, pair['seeds']))} (ours - HF, final epoch; "
+              f"mean F1 ours {pair['ours_f1_mean']:.2f}, HF {pair['hf_f1_mean']:.2f}):")
         for name in ("exact", "f1", "val_token_acc", "train_token_acc"):
             d = pair[f"{name}_diff"]
-            print(f"  {name:<16} mean {d['mean']:+6.2f}  sd {d['sd'] if d['sd'] is not None else float('nan'):5.2f}"
-                  f"  se {d['se'] if d['se'] is not None else float('nan'):5.2f}   "
+            print(f"  {name:<16} mean {d['mean']:+6.2f}  sd {number(d['sd'])}  se {number(d['se'])}   "
                   f"per seed {' '.join(f'{v:+.1f}' for v in d['values'])}")
 
 

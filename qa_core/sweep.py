@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -267,10 +268,8 @@ def summarise_over_seeds(results: list[SweepResult], metric: str, mode: str) -> 
         row = {**dict(others), "seeds": len(finished), "of_seeds": len(members)}
         for column in columns:
             values = [f[column] for f in finished if isinstance(f[column], (int, float))]
-            mean = sum(values) / len(values) if values else None
-            sd = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-                  if len(values) > 1 else None)
-            row[f"{column}_mean"], row[f"{column}_sd"] = mean, sd
+            row[f"{column}_mean"] = statistics.mean(values) if values else None
+            row[f"{column}_sd"] = statistics.stdev(values) if len(values) > 1 else None
         rows.append(row)
 
     def key(row):

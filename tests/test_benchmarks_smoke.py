@@ -179,6 +179,7 @@ def test_accuracy_over_seeds_hand_checked():
     assert list(spread) == ["same_settings"]
     same = spread["same_settings"]
     assert same["seeds"] == [1, 2] and same["ours_f1"] == [31.0, 40.0] and same["hf_f1"] == [33.0, 39.0]
+    assert same["ours_f1_mean"] == 35.5 and same["hf_f1_mean"] == 36.0
     # F1 differences -2 and +1: mean -0.5, sd sqrt(((-1.5)^2 + 1.5^2) / 1) = 2.12, se 2.12 / sqrt(2) = 1.5.
     assert same["f1_diff"] == {"values": [-2.0, 1.0], "mean": -0.5, "sd": 2.12, "se": 1.5}
     assert same["exact_diff"]["values"] == [-1.0, 0.0] and same["exact_diff"]["mean"] == -0.5
